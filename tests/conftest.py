@@ -1,0 +1,43 @@
+"""Shared fixtures: a real Kafka broker and a real Flink cluster, started once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "services"))
+sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory):
+    """A single-node KRaft Kafka 4 broker; yields the KafkaNode (use .bootstrap)."""
+    node = harness.start_kafka(tmp_path_factory.mktemp("kafka"))
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka) -> str:
+    return kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def flink(tmp_path_factory: pytest.TempPathFactory):
+    """A standalone Flink cluster (JobManager + TaskManager with 4 slots, Kafka connector)."""
+    cluster = harness.start_flink(tmp_path_factory.mktemp("flink"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def flink_clean(flink):
+    """The session Flink cluster, with every job cancelled after the test."""
+    yield flink
+    flink.cancel_all()
