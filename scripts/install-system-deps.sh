@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the tests need on the controller: Java 17 (Kafka/Flink harness), Maven
+# (artifact cache), Docker engine + debootstrap (molecule), Chromium (dashboard test).
+# Idempotent: installs only what is missing.
+set -euo pipefail
+pkgs=(openjdk-17-jre-headless maven docker.io debootstrap chromium chromium-driver)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[system-deps] installing: ${missing[*]}"
+  sudo_cmd=(); [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
