@@ -305,8 +305,8 @@ def start_flink(workdir: Path, slots: int = 4, timeout: float = 120,
                         "memory": {"process": {"size": "2048m"}}},
         "rest": {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": rest_port},
         "parallelism": {"default": 1},
-        "execution": {"checkpointing": {"interval": "2s", "dir": f"file://{workdir}/checkpoints"}},
-        "state": {"savepoints": {"dir": f"file://{workdir}/savepoints"}},
+        "execution": {"checkpointing": {"interval": "2s", "dir": f"file://{workdir}/checkpoints",
+                                        "savepoint-dir": f"file://{workdir}/savepoints"}},
         "python": {"executable": sys.executable, "client": {"executable": sys.executable}},
     }
     for key, value in (extra_conf or {}).items():
