@@ -1,0 +1,1 @@
+"""Discord alerter: signals.alerts + signals.arbitrage -> Discord webhook."""

@@ -1,0 +1,5 @@
+import sys
+
+from cryptomon.alerter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,305 @@
+"""Alert JSON -> Discord webhook payload, always within Discord's documented limits.
+
+Limits are counted in UTF-16 code units, which is never less than the number of code points:
+whichever way Discord counts, a payload built here fits.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+CONTENT_MAX = 2000
+EMBEDS_MAX = 10
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELDS_MAX = 25
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+USERNAME_MAX = 80
+EMBED_TOTAL_MAX = 6000
+
+ELLIPSIS = "…"
+
+COLOURS = {
+    "volume_anomaly": 0xE67E22,  # orange: unusual activity on one exchange
+    "arbitrage": 0x2ECC71,  # green: a cross-exchange opportunity
+}
+UNKNOWN_COLOUR = 0x95A5A6  # grey: a type this alerter does not know yet
+TEST_COLOUR = 0x3498DB
+
+# Mentions from alert text (a symbol named "@everyone"...) must never ping anyone.
+NO_MENTIONS: dict[str, Any] = {"parse": []}
+
+
+def ulen(text: str) -> int:
+    """Length in UTF-16 code units (astral characters count twice)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut `text` to at most `limit` UTF-16 units, marking the cut with an ellipsis."""
+    if ulen(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    out: list[str] = []
+    used = 0
+    budget = limit - 1  # room for the ellipsis (one unit)
+    for ch in text:
+        n = 2 if ord(ch) > 0xFFFF else 1
+        if used + n > budget:
+            break
+        out.append(ch)
+        used += n
+    return "".join(out) + ELLIPSIS
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO-8601 strings, epoch milliseconds (int/float/numeric string) or epoch seconds."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        try:
+            value = float(s)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(s)
+            except ValueError:
+                return None
+            return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        # Epoch ms is the contract; values below 1e11 can only be seconds (1e11 ms is 1973).
+        seconds = value / 1000 if abs(value) >= 1e11 else float(value)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _hhmmss(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%H:%M:%S")
+
+
+def text(value: Any) -> str:
+    """A field value as text; decimal strings stay exact (no float round-trip)."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value if value.strip() else "—"
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def number(value: Any) -> str:
+    """Decimal with thousands separators, digits kept exactly as given."""
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        d = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return text(value)
+    if not d.is_finite():
+        return text(value)
+    return f"{d:,}"
+
+
+def window_text(alert: dict[str, Any]) -> str | None:
+    start, end = parse_time(alert.get("window_start")), parse_time(alert.get("window_end"))
+    if start and end:
+        day = start.astimezone(UTC).strftime("%Y-%m-%d")
+        return f"{day} {_hhmmss(start)}–{_hhmmss(end)} UTC"
+    if start or end:
+        return f"{_iso(start or end)}"  # type: ignore[arg-type]
+    return None
+
+
+def _fields(pairs: list[tuple[str, Any, bool]]) -> list[dict[str, Any]]:
+    return [{"name": name, "value": value, "inline": inline} for name, value, inline in pairs if value is not None]
+
+
+def _anomaly_embed(a: dict[str, Any]) -> dict[str, Any]:
+    symbol, exchange = text(a.get("symbol")), text(a.get("exchange"))
+    price_range = None
+    if a.get("min_price") is not None or a.get("max_price") is not None:
+        price_range = f"{number(a.get('min_price'))} – {number(a.get('max_price'))}"
+    pairs: list[tuple[str, Any, bool]] = [
+        ("Exchange", exchange, True),
+        ("Symbol", symbol, True),
+        ("Window", window_text(a), False),
+        ("Trades", number(a["trade_count"]) if "trade_count" in a else None, True),
+        ("Volume", number(a["volume"]) if "volume" in a else None, True),
+        ("Threshold", number(a["threshold"]) if "threshold" in a else None, True),
+        ("Notional", number(a["notional"]) if "notional" in a else None, True),
+        ("VWAP", number(a["vwap"]) if "vwap" in a else None, True),
+        ("Price range", price_range, True),
+    ]
+    known = {"alert_id", "type", "exchange", "symbol", "window_start", "window_end", "trade_count", "volume",
+             "threshold", "notional", "vwap", "min_price", "max_price", "reason"}
+    return {
+        "title": f"Volume anomaly: {symbol} on {exchange}",
+        "description": text(a.get("reason")) if a.get("reason") else "Trading volume above threshold",
+        "fields": _fields(pairs) + _extra_fields(a, known),
+    }
+
+
+def _arbitrage_embed(a: dict[str, Any]) -> dict[str, Any]:
+    asset = text(a.get("asset") or a.get("symbol"))
+    buy, sell = a.get("buy_exchange"), a.get("sell_exchange")
+    title = f"Arbitrage: {asset}"
+    if buy and sell:
+        title += f" buy on {text(buy)}, sell on {text(sell)}"
+    desc = []
+    if a.get("spread_usd") is not None:
+        spread = f"Spread {number(a['spread_usd'])} USD"
+        if a.get("spread_bps") is not None:
+            spread += f" ({number(a['spread_bps'])} bps)"
+        if a.get("threshold_usd") is not None:
+            spread += f", threshold {number(a['threshold_usd'])} USD"
+        desc.append(spread)
+    # Every "<exchange>_price" field, whatever the exchanges are.
+    prices = [(k, v) for k, v in a.items() if k.endswith("_price") and k not in ("min_price", "max_price")]
+    pairs: list[tuple[str, Any, bool]] = [
+        (f"{k.removesuffix('_price').capitalize()} price", number(v), True) for k, v in prices
+    ]
+    pairs += [
+        ("Spread (USD)", number(a["spread_usd"]) if "spread_usd" in a else None, True),
+        ("Spread (bps)", number(a["spread_bps"]) if "spread_bps" in a else None, True),
+        ("Threshold (USD)", number(a["threshold_usd"]) if "threshold_usd" in a else None, True),
+        ("Buy on", text(buy) if buy else None, True),
+        ("Sell on", text(sell) if sell else None, True),
+        ("Window", window_text(a), False),
+    ]
+    known = {"alert_id", "type", "asset", "window_start", "window_end", "spread_usd", "spread_bps",
+             "threshold_usd", "buy_exchange", "sell_exchange", *(k for k, _ in prices)}
+    return {"title": title, "description": "\n".join(desc) or None, "fields": _fields(pairs) + _extra_fields(a, known)}
+
+
+def _generic_embed(a: dict[str, Any]) -> dict[str, Any]:
+    kind = text(a.get("type") or "unknown")
+    pairs: list[tuple[str, Any, bool]] = [("Window", window_text(a), False)]
+    known = {"alert_id", "type", "window_start", "window_end"}
+    return {"title": f"Alert: {kind}", "description": text(a["reason"]) if a.get("reason") else None,
+            "fields": _fields(pairs) + _extra_fields(a, known | {"reason"})}
+
+
+def _extra_fields(a: dict[str, Any], known: set[str]) -> list[dict[str, Any]]:
+    """Fields the contract did not name are still shown (the Flink jobs may add some)."""
+    return [{"name": k, "value": text(v), "inline": True} for k, v in a.items() if k not in known]
+
+
+def build_embed(alert: dict[str, Any]) -> dict[str, Any]:
+    kind = alert.get("type")
+    if kind == "volume_anomaly":
+        embed = _anomaly_embed(alert)
+    elif kind == "arbitrage":
+        embed = _arbitrage_embed(alert)
+    else:
+        embed = _generic_embed(alert)
+    embed["color"] = COLOURS.get(kind if isinstance(kind, str) else "", UNKNOWN_COLOUR)
+    ts = parse_time(alert.get("window_end")) or parse_time(alert.get("window_start"))
+    embed["timestamp"] = _iso(ts or datetime.now(UTC))
+    embed["footer"] = {"text": f"cryptomon · alert {text(alert.get('alert_id'))}"}
+    if not embed.get("description"):
+        embed.pop("description", None)
+    return clamp_embed(embed)
+
+
+def clamp_embed(embed: dict[str, Any]) -> dict[str, Any]:
+    """Enforce the per-element limits, then the 6000-unit total by dropping/cutting from the end."""
+    e = dict(embed)
+    if "title" in e:
+        e["title"] = truncate(e["title"] or "—", TITLE_MAX)
+    if "description" in e:
+        e["description"] = truncate(e["description"], DESCRIPTION_MAX)
+    if "footer" in e:
+        e["footer"] = {**e["footer"], "text": truncate(e["footer"]["text"] or "—", FOOTER_MAX)}
+    fields = []
+    for f in (e.get("fields") or [])[:FIELDS_MAX]:
+        # Discord rejects empty names/values, so they become a dash.
+        fields.append({**f, "name": truncate(f["name"] or "—", FIELD_NAME_MAX) or "—",
+                       "value": truncate(f["value"] or "—", FIELD_VALUE_MAX) or "—"})
+    if len(embed.get("fields") or []) > FIELDS_MAX:
+        dropped = len(embed["fields"]) - (FIELDS_MAX - 1)
+        fields = fields[: FIELDS_MAX - 1] + [{"name": "…", "value": f"{dropped} more fields not shown", "inline": False}]
+    e["fields"] = fields
+
+    # Total budget: title and footer are kept, then the description, then fields in order.
+    budget = EMBED_TOTAL_MAX - ulen(e.get("title", "")) - ulen(e.get("footer", {}).get("text", ""))
+    if "description" in e:
+        e["description"] = truncate(e["description"], max(0, min(budget - 200, DESCRIPTION_MAX)))
+        budget -= ulen(e["description"])
+        if not e["description"]:
+            del e["description"]
+    kept = []
+    for f in e["fields"]:
+        need = ulen(f["name"]) + ulen(f["value"])
+        if need <= budget:
+            kept.append(f)
+            budget -= need
+            continue
+        room = budget - ulen(f["name"])
+        if room >= 20:  # worth showing a cut value
+            kept.append({**f, "value": truncate(f["value"], room)})
+            budget -= ulen(f["name"]) + ulen(kept[-1]["value"])
+        break
+    e["fields"] = kept
+    return e
+
+
+def embed_size(embed: dict[str, Any]) -> int:
+    """The characters Discord counts towards the 6000 total, in UTF-16 units."""
+    n = ulen(embed.get("title") or "") + ulen(embed.get("description") or "")
+    n += ulen((embed.get("footer") or {}).get("text") or "") + ulen((embed.get("author") or {}).get("name") or "")
+    for f in embed.get("fields") or []:
+        n += ulen(f.get("name") or "") + ulen(f.get("value") or "")
+    return n
+
+
+def build_payload(alert: dict[str, Any], username: str = "cryptomon") -> dict[str, Any]:
+    return {
+        "username": truncate(username, USERNAME_MAX),
+        "embeds": [build_embed(alert)],
+        "allowed_mentions": NO_MENTIONS,
+    }
+
+
+def fallback_payload(alert: dict[str, Any], username: str = "cryptomon") -> dict[str, Any]:
+    """Plain-text last resort if Discord still rejected the embed (it should not)."""
+    summary = json.dumps(alert, ensure_ascii=False, sort_keys=True, default=str)
+    content = truncate(f"cryptomon alert ({text(alert.get('type'))}): {summary}", CONTENT_MAX)
+    return {"username": truncate(username, USERNAME_MAX), "content": content, "allowed_mentions": NO_MENTIONS}
+
+
+def send_test_payload(username: str = "cryptomon") -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "username": truncate(username, USERNAME_MAX),
+        "embeds": [{
+            "title": "cryptomon test message",
+            "description": "The alerter can post to this webhook.",
+            "color": TEST_COLOUR,
+            "timestamp": _iso(now),
+            "footer": {"text": "cryptomon-alerter send-test"},
+        }],
+        "allowed_mentions": NO_MENTIONS,
+    }
+
+
+def summary_line(alert: dict[str, Any]) -> str:
+    """One log line for an alert (log-only mode and delivery logs)."""
+    embed = build_embed(alert)
+    fields = ", ".join(f"{f['name']}={f['value']}" for f in embed.get("fields", []) if f["name"] != "Window")
+    return truncate(f"{embed['title']} | {fields}", 1000)

@@ -1,0 +1,196 @@
+"""The alerter loop: alert JSON in (Kafka or stdin), Discord message out, once per alert_id.
+
+Delivery design:
+- One consumer, one message at a time: order per partition (so per key) is kept, and the offset
+  of a message is committed synchronously only after Discord accepted it (or after it was
+  deliberately skipped: malformed JSON, a payload Discord rejects, a duplicate).
+- Duplicates by `alert_id` are dropped through `SentIds`: recent ids in memory (covers Kafka
+  redeliveries after a rebalance or a failed commit, and producers that emit twice) and, with a
+  state file, across restarts (covers a crash between Discord's answer and the commit).
+- While Discord is slow (5xx backoff, long 429), the consumer's partitions are paused and it
+  keeps polling, so the group does not evict it for exceeding max.poll.interval.ms.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from cryptomon.alerter.config import AlerterConfig
+from cryptomon.alerter.dedupe import SentIds
+from cryptomon.alerter.discord import DiscordWebhookClient, Rejected
+from cryptomon.alerter.formatting import build_payload, fallback_payload, summary_line
+
+log = logging.getLogger("cryptomon.alerter")
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    LOGGED = "logged"  # log-only mode
+    DUPLICATE = "duplicate"
+    MALFORMED = "malformed"
+    REJECTED = "rejected"
+
+
+class AlertProcessor:
+    """Turns one raw alert into at most one Discord message; never raises for a bad alert."""
+
+    def __init__(self, client: DiscordWebhookClient | None, sent: SentIds, username: str = "cryptomon") -> None:
+        self.client, self.sent, self.username = client, sent, username
+        self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+
+    def handle(self, raw: bytes | str | None, origin: str) -> Outcome:
+        outcome = self._handle(raw, origin)
+        self.counts[outcome] += 1
+        return outcome
+
+    def _handle(self, raw: bytes | str | None, origin: str) -> Outcome:
+        try:
+            alert = json.loads(raw or b"")
+        except (ValueError, UnicodeDecodeError) as exc:
+            preview = (raw[:120] if raw else b"").decode("utf-8", "replace") if isinstance(raw, bytes | None) \
+                else raw[:120]
+            log.error("skipping malformed alert at %s: %s (starts %r)", origin, exc, preview)
+            return Outcome.MALFORMED
+        if not isinstance(alert, dict):
+            log.error("skipping malformed alert at %s: expected a JSON object, got %s", origin, type(alert).__name__)
+            return Outcome.MALFORMED
+        alert_id = _alert_id(alert, origin)
+        if alert_id in self.sent:
+            log.info("duplicate alert %s at %s: already posted, dropped", alert_id, origin)
+            return Outcome.DUPLICATE
+        try:
+            payload = build_payload(alert, self.username)
+        except Exception as exc:  # noqa: BLE001 - one odd alert must not stop the service
+            log.error("cannot format alert %s at %s (%s: %s); sending it as plain text", alert_id, origin,
+                      type(exc).__name__, exc)
+            payload = fallback_payload(alert, self.username)
+        if self.client is None:
+            log.info("ALERT (log-only, no webhook) %s: %s", alert_id, summary_line(alert))
+            self.sent.add(alert_id)
+            return Outcome.LOGGED
+        try:
+            delivered = self.client.post(payload)
+        except Rejected as exc:
+            log.error("Discord rejected alert %s (%s); retrying once as plain text", alert_id, exc)
+            try:
+                delivered = self.client.post(fallback_payload(alert, self.username))
+            except Rejected as exc2:
+                log.error("Discord rejected alert %s again (%s): skipped", alert_id, exc2)
+                return Outcome.REJECTED
+        self.sent.add(alert_id)
+        log.info("posted alert %s (%s) from %s as message %s", alert_id, alert.get("type"), origin,
+                 delivered.message_id)
+        return Outcome.DELIVERED
+
+
+def _alert_id(alert: dict[str, Any], origin: str) -> str:
+    raw = alert.get("alert_id")
+    if raw is None or str(raw).strip() == "":
+        # No id: a content hash still drops exact repeats.
+        digest = hashlib.sha256(json.dumps(alert, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        log.warning("alert at %s has no alert_id; using content hash %s", origin, digest)
+        return f"sha256:{digest}"
+    return " ".join(str(raw).split())  # single line, so the state file stays one id per line
+
+
+def run_stdin(processor: AlertProcessor, lines: Iterable[str], stop: threading.Event) -> None:
+    """--stdin: one alert per JSON line; blank lines ignored."""
+    for n, line in enumerate(lines, 1):
+        if stop.is_set():
+            return
+        if line.strip():
+            processor.handle(line.strip(), f"stdin line {n}")
+
+
+class _KeepAlive:
+    """Pauses the assignment and keeps polling while one message waits for Discord."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.paused: list[Any] = []
+
+    def __call__(self) -> None:
+        if not self.paused:
+            self.paused = list(self.consumer.assignment())
+            if self.paused:
+                self.consumer.pause(self.paused)
+        msg = self.consumer.poll(0)
+        if msg is not None and not msg.error():
+            # A message fetched before the pause: rewind so it is delivered again later.
+            from confluent_kafka import TopicPartition
+
+            self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+
+    def resume(self) -> None:
+        if self.paused:
+            try:
+                self.consumer.resume(self.paused)
+            except Exception as exc:  # noqa: BLE001 - partitions may have been revoked meanwhile
+                log.debug("resume after wait: %s", exc)
+            self.paused = []
+
+
+def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.Event) -> None:
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+
+    last_error_log: dict[str, float] = {}
+
+    def throttled(key: str, level: int, msg: str, *args: Any) -> None:
+        # librdkafka repeats connection errors every few seconds: one line a minute is enough.
+        now = time.monotonic()
+        if now - last_error_log.get(key, -1e9) >= 60:
+            last_error_log[key] = now
+            log.log(level, msg, *args)
+
+    def on_error(err: Any) -> None:
+        throttled(f"cb:{err.code()}", logging.WARNING, "Kafka: %s", err.str())
+
+    consumer = Consumer({
+        **config.kafka.client_config(),
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": config.offset_reset,
+        # Flink's exactly-once sinks write in transactions: never show aborted alerts.
+        "isolation.level": "read_committed",
+        "client.id": "cryptomon-alerter",
+        "error_cb": on_error,
+    })
+    keepalive = _KeepAlive(consumer)
+    if processor.client is not None:
+        processor.client.on_wait = keepalive
+    consumer.subscribe(config.topics, on_assign=lambda c, parts: log.info(
+        "assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing"))
+    log.info("consuming %s as group %s", ", ".join(config.topics), config.group_id)
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                err = msg.error()
+                if err.fatal():
+                    raise KafkaException(err)
+                level = logging.WARNING if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART else logging.ERROR
+                throttled(f"msg:{err.code()}", level, "Kafka: %s", err.str())
+                continue
+            origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            try:
+                processor.handle(msg.value(), origin)
+            finally:
+                keepalive.resume()
+            # Reached only when the message is settled (delivered, logged or skipped on purpose);
+            # Stopped/WebhookDead propagate and leave the offset uncommitted for the next run.
+            try:
+                consumer.commit(message=msg, asynchronous=False)
+            except KafkaException as exc:
+                # E.g. a rebalance took the partition: it will be redelivered and deduplicated.
+                log.warning("offset commit for %s failed: %s", origin, exc.args[0].str() if exc.args else exc)
+    finally:
+        consumer.close()
