@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "kafka" in parts:
             fetch_kafka(cache, args.kafka_source)
+            fetch_wheels(cache, "kafka-admin", REPO / "roles" / "kafka_topics" / "files" / "requirements-kafka-admin.txt")
         if "flink" in parts:
             fetch_connector(cache)
             fetch_wheels(cache, "flink", REPO / "roles" / "flink" / "files" / "requirements-flink.txt")
