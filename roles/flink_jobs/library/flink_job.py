@@ -1,0 +1,667 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cryptomon contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module: keep one PyFlink job running at a given version on a Flink session cluster."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: flink_job
+short_description: Keep a PyFlink job running at a given version, upgrading it through a savepoint
+description:
+  - Submits a PyFlink job to a Flink session cluster with C(flink run -d -py) unless a job of the
+    same I(name) and I(version) already runs.
+  - The job is submitted under the Flink job name C(<name>@<version[:12]>) (C(-Dpipeline.name)), so
+    the running version is visible in the Flink UI and is found again through the REST API
+    (C(/jobs/overview)) without any local state.
+  - When a job of the same I(name) but another version runs, it is stopped with a savepoint
+    (C(POST /jobs/<id>/stop)) and the new version is submitted from that savepoint (C(flink run -s)).
+  - Every savepoint the module takes is recorded in C(<state_dir>/<name>.state.json) as I(pending)
+    until a job has started from it. A later fresh submission (no job of that name running, for
+    example after I(state=absent) or after a failed upgrade) restores from the pending savepoint
+    when I(restore=true). Once a job runs from it the savepoint is no longer pending; a job that
+    later fails or is cancelled outside Ansible is resubmitted without state (see the docs).
+  - After a submission the module waits until the job and all its vertices are C(RUNNING) and stay
+    so for I(settle_seconds); otherwise it fails with the JobManager's exception history.
+  - Supports check mode (reports the planned action, changes nothing) and diff mode
+    (name, version, job id and state before and after).
+version_added: "1.0.0"
+author: cryptomon
+options:
+  name:
+    description:
+      - Logical job name; the Flink job name is C(<name>@<version[:12]>). Must not contain C(@).
+    type: str
+    required: true
+  state:
+    description:
+      - C(running) keeps the job running at I(version); C(absent) stops every job of this name
+        with a savepoint (cancels jobs that are not C(RUNNING)).
+    type: str
+    choices: [running, absent]
+    default: running
+  version:
+    description:
+      - Opaque version of the job (code, settings, arguments). Only the first 12 characters are
+        compared. Required when I(state=running).
+    type: str
+  py_file:
+    description: Path of the job's Python entry point on the managed host. Required when I(state=running).
+    type: path
+  args:
+    description: Arguments passed to the job's entry point.
+    type: list
+    elements: str
+    default: []
+  env:
+    description:
+      - Environment variables for the job's driver process (the Python client that builds the
+        job graph). They do not reach Python workers on the TaskManagers.
+    type: dict
+    default: {}
+  env_file:
+    description:
+      - A C(KEY=value) file (C(#) comments, no quoting) on the managed host whose variables are
+        added to the driver environment before I(env). Keeps secrets out of module arguments.
+    type: path
+  pyfs:
+    description: Extra Python files or archives shipped with the job (C(-pyfs)).
+    type: list
+    elements: str
+    default: []
+  parallelism:
+    description: Job parallelism (C(-p)); the cluster default when omitted.
+    type: int
+  flink_options:
+    description: Extra Flink configuration passed as C(-D<key>=<value>) at submission.
+    type: dict
+    default: {}
+  rest_url:
+    description: Base URL of the JobManager's REST API; also used as the C(-m) target of C(flink run).
+    type: str
+    default: http://127.0.0.1:8081
+  flink_bin:
+    description: The C(flink) command line client.
+    type: path
+    default: flink
+  flink_env:
+    description: Environment for C(flink) (C(FLINK_HOME), C(FLINK_CONF_DIR), C(FLINK_LIB_DIR), C(JAVA_HOME), C(PATH) ...).
+    type: dict
+    default: {}
+  pyexec:
+    description: Python interpreter with apache-flink, used for the driver and the Python workers (C(-pyclientexec), C(-pyexec)).
+    type: path
+  savepoint_dir:
+    description: Target directory of savepoints (a URI such as C(file:///var/lib/flink/savepoints)); the cluster's C(state.savepoints.dir) when omitted.
+    type: str
+  state_dir:
+    description: Directory of the C(<name>.state.json) file; no state file is kept when omitted.
+    type: path
+  restore:
+    description: On a fresh submission, restore from the pending savepoint recorded in the state file.
+    type: bool
+    default: true
+  restore_from:
+    description: Savepoint or retained checkpoint to start from on a fresh submission; takes precedence over the pending savepoint.
+    type: str
+  allow_non_restored_state:
+    description: Pass C(--allowNonRestoredState) when submitting from a savepoint (needed when operators were removed).
+    type: bool
+    default: false
+  submit_timeout:
+    description: Seconds allowed for C(flink run) to return.
+    type: int
+    default: 300
+  start_timeout:
+    description: Seconds allowed for a submitted job to reach C(RUNNING) with all vertices C(RUNNING).
+    type: int
+    default: 180
+  settle_seconds:
+    description: Seconds a started job must keep running without new exceptions before it counts as started.
+    type: int
+    default: 5
+  savepoint_timeout:
+    description: Seconds allowed for stop-with-savepoint (or cancel) to finish.
+    type: int
+    default: 600
+  rest_timeout:
+    description: Seconds to wait for the REST API to answer before giving up.
+    type: int
+    default: 60
+notes:
+  - The job code must not set its own job name (C(pipeline.name), C(execute("name"))); the module
+    fails and cancels the job when the submitted job does not carry the expected name.
+  - With several TaskManager hosts, I(savepoint_dir) must be storage every Flink process can reach.
+"""
+
+EXAMPLES = r"""
+- name: Keep the anomaly detector running at the deployed version
+  flink_job:
+    name: anomaly_detector
+    py_file: /opt/cryptomon/flink-jobs/anomaly_detector.py
+    env_file: /opt/cryptomon/flink-jobs/anomaly_detector.env
+    version: "{{ job_version }}"
+    parallelism: 2
+    pyexec: /opt/flink/venv/bin/python
+    flink_bin: /opt/flink/venv/lib/python3.11/site-packages/pyflink/bin/flink
+    flink_env:
+      FLINK_HOME: /opt/flink/venv/lib/python3.11/site-packages/pyflink
+      FLINK_CONF_DIR: /etc/flink
+    savepoint_dir: file:///var/lib/flink/savepoints
+    state_dir: /opt/cryptomon/flink-jobs
+
+- name: Stop it with a savepoint
+  flink_job:
+    name: anomaly_detector
+    state: absent
+    state_dir: /opt/cryptomon/flink-jobs
+"""
+
+RETURN = r"""
+action:
+  description: What was (or in check mode would be) done.
+  returned: always
+  type: str
+  choices: [none, submitted, upgraded, stopped]
+job_id:
+  description: Id of the job running at I(version) afterwards (C(null) after state=absent or in check mode before a submission).
+  returned: always
+  type: str
+job_name:
+  description: Flink job name C(<name>@<version[:12]>).
+  returned: when state=running
+  type: str
+savepoint:
+  description: Savepoint taken by a stop, or the one the new job was started from.
+  returned: always
+  type: str
+restored_from:
+  description: Savepoint or checkpoint the submitted job was started from.
+  returned: when a job was submitted
+  type: str
+stopped:
+  description: Jobs stopped or cancelled, each with id, name, state before, method and savepoint.
+  returned: always
+  type: list
+  elements: dict
+command:
+  description: The C(flink run) command line that was (or would be) executed.
+  returned: when a job was submitted
+  type: list
+  elements: str
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+
+VERSION_LEN = 12
+ACTIVE_STATES = frozenset(
+    ["INITIALIZING", "CREATED", "RUNNING", "FAILING", "CANCELLING", "RESTARTING", "SUSPENDED", "RECONCILING"]
+)
+TERMINAL_STATES = frozenset(["FINISHED", "CANCELED", "FAILED"])
+JOB_ID_RE = re.compile(r"JobID ([0-9a-f]{32})")
+
+
+class FlinkJobError(Exception):
+    """An operation on the cluster failed; the message is meant for the operator."""
+
+
+# --- pure logic (unit tested) ---------------------------------------------------------------
+
+def short_version(version):
+    return (version or "")[:VERSION_LEN]
+
+
+def job_name(name, version):
+    """The Flink job name carrying the version: ``<name>@<version[:12]>``."""
+    return "%s@%s" % (name, short_version(version))
+
+
+def parse_job_name(flink_name):
+    """Split a Flink job name into (logical name, short version or None)."""
+    base, sep, version = (flink_name or "").rpartition("@")
+    if not sep:
+        return flink_name, None
+    return base, version
+
+
+def jobs_of(jobs, name):
+    """Active jobs (from /jobs/overview) whose logical name is `name`, newest first."""
+    mine = [j for j in jobs if parse_job_name(j.get("name"))[0] == name and j.get("state") in ACTIVE_STATES]
+    return sorted(mine, key=lambda j: j.get("start-time", 0), reverse=True)
+
+
+def plan(jobs, name, version, state):
+    """Decide what to do. Returns a dict:
+
+    action: none | submitted | upgraded | stopped
+    keep:   the job already running at `version` (or None)
+    stop:   jobs to stop, newest first (with a savepoint if RUNNING, else cancelled)
+    submit: whether a new job must be submitted
+    """
+    mine = jobs_of(jobs, name)
+    if state == "absent":
+        return {"action": "stopped" if mine else "none", "keep": None, "stop": mine, "submit": False}
+    want = short_version(version)
+    current = [j for j in mine if parse_job_name(j["name"])[1] == want]
+    if current:
+        keep = current[0]
+        others = [j for j in mine if j["jid"] != keep["jid"]]
+        return {"action": "stopped" if others else "none", "keep": keep, "stop": others, "submit": False}
+    if mine:
+        return {"action": "upgraded", "keep": None, "stop": mine, "submit": True}
+    return {"action": "submitted", "keep": None, "stop": [], "submit": True}
+
+
+def restore_point(stopped, pending, restore, restore_from):
+    """Savepoint the new job starts from: the one just taken, else an explicit one, else the pending one."""
+    for job in stopped:
+        if job.get("savepoint"):
+            return job["savepoint"]
+    if restore_from:
+        return restore_from
+    if restore and pending:
+        return pending
+    return None
+
+
+def rest_target(rest_url):
+    """host:port for `flink run -m` from the REST base URL."""
+    target = re.sub(r"^[a-z]+://", "", rest_url.rstrip("/"))
+    return target.split("/", 1)[0]
+
+
+def build_run_command(params, flink_name, savepoint=None):
+    cmd = [params["flink_bin"], "run", "-d", "-m", rest_target(params["rest_url"]),
+           "-Dpipeline.name=%s" % flink_name]
+    for key in sorted(params.get("flink_options") or {}):
+        cmd.append("-D%s=%s" % (key, params["flink_options"][key]))
+    if params.get("parallelism"):
+        cmd += ["-p", str(params["parallelism"])]
+    if params.get("pyexec"):
+        cmd += ["-pyexec", params["pyexec"], "-pyclientexec", params["pyexec"]]
+    if savepoint:
+        cmd += ["-s", savepoint]
+        if params.get("allow_non_restored_state"):
+            cmd.append("-n")
+    if params.get("pyfs"):
+        cmd += ["-pyfs", ",".join(params["pyfs"])]
+    cmd += ["-py", params["py_file"]]
+    cmd += [str(a) for a in params.get("args") or []]
+    return cmd
+
+
+def parse_job_id(output):
+    match = JOB_ID_RE.search(output or "")
+    return match.group(1) if match else None
+
+
+def parse_env_file(text):
+    """KEY=value lines; blank lines and # comments ignored; values taken literally."""
+    env = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export "):].strip()
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ValueError("line %d is not KEY=value" % number)
+        env[key] = value
+    return env
+
+
+def savepoint_status(body):
+    """(done, location, error) from GET /jobs/<id>/savepoints/<trigger>."""
+    if (body.get("status") or {}).get("id") != "COMPLETED":
+        return False, None, None
+    operation = body.get("operation") or {}
+    if operation.get("location"):
+        return True, operation["location"], None
+    cause = operation.get("failure-cause") or {}
+    trace = cause.get("stack-trace") or cause.get("class") or json.dumps(operation)[:2000]
+    return True, None, first_lines(trace, 6)
+
+
+def first_lines(text, count):
+    return "\n".join((text or "").strip().splitlines()[:count])
+
+
+def summarize_exceptions(body, limit=3, lines=12):
+    """Readable text from GET /jobs/<id>/exceptions (newest first)."""
+    parts = []
+    entries = (body.get("exceptionHistory") or {}).get("entries") or []
+    for entry in entries[:limit]:
+        where = entry.get("taskName") or "job"
+        parts.append("[%s] %s" % (where, first_lines(entry.get("stacktrace") or entry.get("exceptionName"), lines)))
+    if not parts and body.get("root-exception"):
+        parts.append(first_lines(body["root-exception"], lines))
+    return "\n---\n".join(parts) or "(no exception recorded by the JobManager)"
+
+
+def exception_count(body):
+    history = body.get("exceptionHistory") or {}
+    entries = history.get("entries") or []
+    return len(entries) + (1 if history.get("truncated") else 0)
+
+
+def describe(job, version=None):
+    """Diff view of a job (or of no job)."""
+    if not job:
+        return {"job_id": None, "state": "absent", "version": None}
+    return {"job_id": job.get("jid"), "state": job.get("state"),
+            "version": parse_job_name(job.get("name"))[1] or version}
+
+
+# --- cluster access ---------------------------------------------------------------------------
+
+class Flink(object):
+    def __init__(self, rest_url, timeout=10):
+        self.base = rest_url.rstrip("/")
+        self.timeout = timeout
+
+    def call(self, path, method="GET", body=None):
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        try:
+            resp = open_url(self.base + path, data=data, method=method, timeout=self.timeout,
+                            headers={"Content-Type": "application/json", "Accept": "application/json"})
+            raw = resp.read()
+        except HTTPError as exc:
+            detail = ""
+            try:
+                errors = json.loads(exc.read() or b"{}").get("errors") or []
+                detail = first_lines(errors[0], 3) if errors else ""
+            except ValueError:
+                pass
+            raise FlinkJobError("%s %s: HTTP %s %s" % (method, path, exc.code, detail))
+        return json.loads(raw) if raw else {}
+
+    def wait_reachable(self, timeout):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                return self.call("/overview")
+            except (URLError, OSError, FlinkJobError) as exc:
+                if time.time() >= deadline:
+                    raise FlinkJobError("Flink REST API %s unreachable: %s" % (self.base, to_native(exc)))
+            time.sleep(2)
+
+    def jobs(self):
+        return self.call("/jobs/overview").get("jobs") or []
+
+    def job(self, job_id):
+        return self.call("/jobs/%s" % job_id)
+
+    def exceptions(self, job_id):
+        try:
+            return self.call("/jobs/%s/exceptions?maxExceptions=5" % job_id)
+        except (FlinkJobError, URLError, OSError):
+            return {}
+
+    def wait_terminal(self, job_id, timeout):
+        deadline = time.time() + timeout
+        while True:
+            state = self.job(job_id).get("state")
+            if state in TERMINAL_STATES:
+                return state
+            if time.time() >= deadline:
+                raise FlinkJobError("job %s still %s after %ss" % (job_id, state, timeout))
+            time.sleep(1)
+
+    def stop_with_savepoint(self, job_id, target_dir, timeout):
+        body = {"drain": False}
+        if target_dir:
+            body["targetDirectory"] = target_dir
+        trigger = self.call("/jobs/%s/stop" % job_id, method="POST", body=body)["request-id"]
+        deadline = time.time() + timeout
+        while True:
+            done, location, error = savepoint_status(self.call("/jobs/%s/savepoints/%s" % (job_id, trigger)))
+            if done and error:
+                raise FlinkJobError("stop-with-savepoint of job %s failed (the job keeps running):\n%s"
+                                    % (job_id, error))
+            if done:
+                break
+            if time.time() >= deadline:
+                raise FlinkJobError("stop-with-savepoint of job %s not done after %ss" % (job_id, timeout))
+            time.sleep(1)
+        self.wait_terminal(job_id, max(30, int(deadline - time.time())))
+        return location
+
+    def cancel(self, job_id, timeout):
+        self.call("/jobs/%s?mode=cancel" % job_id, method="PATCH")
+        return self.wait_terminal(job_id, timeout)
+
+    def wait_started(self, job_id, timeout, settle):
+        """Wait until the job and all vertices run and stay so (no new exceptions) for `settle` s."""
+        deadline = time.time() + timeout
+        since, seen_exceptions = None, None
+        while True:
+            info = self.job(job_id)
+            state = info.get("state")
+            if state in TERMINAL_STATES:
+                raise FlinkJobError("job %s is %s:\n%s" % (job_id, state, summarize_exceptions(self.exceptions(job_id))))
+            vertices = info.get("vertices") or []
+            running = state == "RUNNING" and vertices and all(
+                v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
+            count = exception_count(self.exceptions(job_id)) if running else None
+            if running and since is not None and count == seen_exceptions:
+                if time.time() - since >= settle:
+                    return
+            elif running:
+                since, seen_exceptions = time.time(), count
+            else:
+                since = None
+            if time.time() >= deadline:
+                raise FlinkJobError("job %s not running after %ss (state %s):\n%s" % (
+                    job_id, timeout, state, summarize_exceptions(self.exceptions(job_id))))
+            time.sleep(1)
+
+
+# --- state file -------------------------------------------------------------------------------
+
+def state_path(state_dir, name):
+    return os.path.join(state_dir, "%s.state.json" % name) if state_dir else None
+
+
+def read_state(path):
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        try:
+            return json.load(handle)
+        except ValueError:
+            return {}
+
+
+def write_state(path, data):
+    if not path:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, path)
+
+
+# --- module -----------------------------------------------------------------------------------
+
+def submit(module, params, flink_name, savepoint):
+    cmd = build_run_command(params, flink_name, savepoint)
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in (params["flink_env"] or {}).items()})
+    if params.get("env_file"):
+        try:
+            with open(params["env_file"]) as handle:
+                env.update(parse_env_file(handle.read()))
+        except (IOError, OSError, ValueError) as exc:
+            raise FlinkJobError("env_file %s: %s" % (params["env_file"], to_native(exc)))
+    env.update({k: str(v) for k, v in (params["env"] or {}).items()})
+    try:
+        res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=params["submit_timeout"], universal_newlines=True, check=False)
+    except subprocess.TimeoutExpired:
+        raise FlinkJobError("flink run did not return within %ss" % params["submit_timeout"])
+    except OSError as exc:
+        raise FlinkJobError("cannot run %s: %s" % (cmd[0], to_native(exc)))
+    job_id = parse_job_id(res.stdout) or parse_job_id(res.stderr)
+    if res.returncode != 0 or not job_id:
+        raise FlinkJobError("flink run failed (rc=%s):\n%s\n%s" % (
+            res.returncode, res.stdout[-3000:], res.stderr[-3000:]))
+    return cmd, job_id
+
+
+def run_module():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="running", choices=["running", "absent"]),
+            version=dict(type="str"),
+            py_file=dict(type="path"),
+            args=dict(type="list", elements="str", default=[]),
+            env=dict(type="dict", default={}),
+            env_file=dict(type="path"),
+            pyfs=dict(type="list", elements="str", default=[]),
+            parallelism=dict(type="int"),
+            flink_options=dict(type="dict", default={}),
+            rest_url=dict(type="str", default="http://127.0.0.1:8081"),
+            flink_bin=dict(type="path", default="flink"),
+            flink_env=dict(type="dict", default={}),
+            pyexec=dict(type="path"),
+            savepoint_dir=dict(type="str"),
+            state_dir=dict(type="path"),
+            restore=dict(type="bool", default=True),
+            restore_from=dict(type="str"),
+            allow_non_restored_state=dict(type="bool", default=False),
+            submit_timeout=dict(type="int", default=300),
+            start_timeout=dict(type="int", default=180),
+            settle_seconds=dict(type="int", default=5),
+            savepoint_timeout=dict(type="int", default=600),
+            rest_timeout=dict(type="int", default=60),
+        ),
+        required_if=[("state", "running", ("version", "py_file"))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    name = p["name"]
+    if not name or "@" in name:
+        module.fail_json(msg="name must be non-empty and must not contain '@': %r" % name)
+    if p["state"] == "running" and not short_version(p["version"]).strip():
+        module.fail_json(msg="version must not be empty")
+    flink = Flink(p["rest_url"])
+    path = state_path(p["state_dir"], name)
+    saved = read_state(path)
+    flink_name = job_name(name, p["version"]) if p["state"] == "running" else None
+    result = dict(changed=False, action="none", job_id=None, savepoint=None, stopped=[])
+    if flink_name:
+        result["job_name"] = flink_name
+
+    try:
+        try:
+            if not module.check_mode:
+                flink.wait_reachable(p["rest_timeout"])
+            jobs = flink.jobs()
+        except (URLError, OSError, FlinkJobError) as exc:
+            if not module.check_mode:
+                raise
+            module.warn("Flink REST API unreachable (%s); check mode assumes no job runs" % to_native(exc))
+            jobs = []
+        decision = plan(jobs, name, p["version"], p["state"])
+        before_job = decision["keep"] or (decision["stop"][0] if decision["stop"] else None)
+        result["action"] = decision["action"]
+        result["changed"] = decision["action"] != "none"
+        if decision["keep"]:
+            result["job_id"] = decision["keep"]["jid"]
+        pending = saved.get("pending_savepoint")
+        if p["state"] == "running":
+            after = {"job_id": result["job_id"] or "(new job)", "state": "RUNNING", "version": short_version(p["version"])}
+        else:
+            after = describe(None)
+        if module._diff:
+            result["diff"] = {"before": dict(name=name, **describe(before_job)), "after": dict(name=name, **after)}
+
+        if module.check_mode:
+            result["stopped"] = [{"id": j["jid"], "name": j["name"], "state": j["state"],
+                                  "method": "savepoint" if j["state"] == "RUNNING" else "cancel"}
+                                 for j in decision["stop"]]
+            if decision["submit"]:
+                would = restore_point([], pending, p["restore"], p["restore_from"])
+                running = [j for j in decision["stop"] if j["state"] == "RUNNING"]
+                if running:
+                    would = "(savepoint of job %s)" % running[0]["jid"]
+                result["command"] = build_run_command(p, flink_name, would)
+                result["restored_from"] = would
+            module.exit_json(**result)
+
+        # Stop what must go; every savepoint is recorded before anything else can fail.
+        for job in decision["stop"]:
+            entry = {"id": job["jid"], "name": job["name"], "state": job["state"], "savepoint": None}
+            if job["state"] == "RUNNING":
+                entry["method"] = "savepoint"
+                entry["savepoint"] = flink.stop_with_savepoint(job["jid"], p["savepoint_dir"], p["savepoint_timeout"])
+                saved.update(name=name, pending_savepoint=entry["savepoint"], savepoint_job_id=job["jid"],
+                             savepoint_job_name=job["name"], savepoint_time=int(time.time()))
+                write_state(path, saved)
+            else:
+                entry["method"] = "cancel"
+                flink.cancel(job["jid"], p["savepoint_timeout"])
+            if saved.get("job_id") == job["jid"]:
+                saved["job_id"] = None
+                write_state(path, saved)
+            result["stopped"].append(entry)
+            if entry["savepoint"] and not result["savepoint"]:
+                result["savepoint"] = entry["savepoint"]
+
+        if decision["keep"]:
+            flink.wait_started(decision["keep"]["jid"], p["start_timeout"], 0)
+        elif decision["submit"]:
+            start_from = restore_point(result["stopped"], pending, p["restore"], p["restore_from"])
+            cmd, job_id = submit(module, p, flink_name, start_from)
+            result.update(command=cmd, job_id=job_id, restored_from=start_from)
+            if start_from:
+                result["savepoint"] = start_from
+            actual = flink.job(job_id).get("name")
+            if actual != flink_name:
+                flink.cancel(job_id, p["savepoint_timeout"])
+                raise FlinkJobError("the submitted job is named %r, not %r: the job code must not set its "
+                                    "own name (pipeline.name / execute(name)); job %s cancelled"
+                                    % (actual, flink_name, job_id))
+            flink.wait_started(job_id, p["start_timeout"], p["settle_seconds"])
+            saved.update(name=name, version=p["version"], job_id=job_id, job_name=flink_name,
+                         submitted_time=int(time.time()), restored_from=start_from)
+            saved.pop("pending_savepoint", None)
+            write_state(path, saved)
+        else:
+            result["job_id"] = None
+    except FlinkJobError as exc:
+        result["msg"] = to_native(exc)
+        if saved.get("pending_savepoint"):
+            result["msg"] += "\nPending savepoint (used by the next submission): %s" % saved["pending_savepoint"]
+        module.fail_json(**result)
+    except (URLError, OSError) as exc:
+        module.fail_json(msg="Flink REST API %s: %s" % (p["rest_url"], to_native(exc)),
+                         exception=traceback.format_exc(), **result)
+    module.exit_json(**result)
+
+
+def main():
+    run_module()
+
+
+if __name__ == "__main__":
+    main()
