@@ -1,0 +1,1 @@
+"""Exchange trade producers: WebSocket feeds normalized into one trade schema, produced to Kafka."""

@@ -1,0 +1,102 @@
+"""`cryptomon-producer <exchange> [--stdout]`: one exchange feed into Kafka (or stdout).
+
+Exit codes: 0 after SIGTERM/SIGINT (trades flushed), 2 for invalid configuration (one line on
+stderr), 1 for a fatal Kafka error (systemd restarts the unit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from cryptomon.kafka_settings import ConfigError
+
+from .base import Adapter
+from .config import EXCHANGES, ProducerConfig, load_env
+from .sink import FatalKafkaError, KafkaSink, StdoutSink
+
+log = logging.getLogger("cryptomon.producer")
+
+
+def make_adapter(config: ProducerConfig) -> Adapter:
+    if config.exchange == "binance":
+        from .binance import BinanceAdapter
+
+        return BinanceAdapter(config)
+    if config.exchange == "coinbase":
+        from .coinbase import CoinbaseAdapter
+
+        return CoinbaseAdapter(config)
+    from .mock import MockAdapter
+
+    return MockAdapter(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cryptomon-producer",
+                                     description="Stream one exchange's trades, normalized, into Kafka.")
+    parser.add_argument("exchange", choices=EXCHANGES, help="the feed (the systemd instance name)")
+    parser.add_argument("--stdout", action="store_true",
+                        help="print normalized trades as JSON lines instead of producing to Kafka")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(name)s: %(message)s",  # journald adds the time
+    )
+    try:
+        config = ProducerConfig.from_env(args.exchange, load_env())
+    except ConfigError as exc:
+        print(f"cryptomon-producer: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    adapter = make_adapter(config)
+    if args.stdout:
+        sink: KafkaSink | StdoutSink = StdoutSink()
+    else:
+        sink = KafkaSink(config.kafka, client_id=f"cryptomon-producer-{config.exchange}")
+        log.info("kafka %s topic=%s", config.kafka.redacted(), config.kafka.trades_topic)
+    log.info("starting %s producer for %s", config.exchange, ", ".join(adapter.markets()))
+    if not sink.wait_ready(stop):
+        return 0
+    fatal = threading.Event()
+    if isinstance(sink, KafkaSink):
+        sink.start_poller(on_fatal=fatal)
+
+        def watch_fatal() -> None:
+            fatal.wait()
+            stop.set()
+
+        threading.Thread(target=watch_fatal, daemon=True).start()
+    code = 0
+    try:
+        adapter.run(sink.emit, stop)
+    except FatalKafkaError as exc:
+        log.error("fatal Kafka error, exiting: %s", exc)
+        code = 1
+    except BrokenPipeError:
+        return 0  # `--stdout | head`
+    if fatal.is_set():
+        code = 1
+    left = sink.close()
+    log.info("stopped: %s produced=%d undelivered=%d", adapter.stats.line(), sink.produced, left)
+    if isinstance(sink, KafkaSink):
+        log.info("delivery failures=%d", sink.failed)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Mock feed: seeded random walks per symbol and exchange, at a configurable rate.
+
+Each symbol has one shared walk (so exchanges track each other, as real markets do) plus a
+small seeded per-exchange jitter. With MOCK_DIVERGE_BPS > 0 every exchange after the first
+quotes that many basis points higher, always or in alternating windows of
+MOCK_DIVERGE_PERIOD_S, so the arbitrage job has a spread to find. Prices are integer ticks
+formatted as decimal strings: no float ever reaches a price.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+
+from .base import Adapter, Emit, now_ms
+from .config import ProducerConfig
+from .schema import Trade
+
+_START_PRICE = {"BTC": 6_000_000, "ETH": 300_000, "BNB": 60_000, "SOL": 15_000}  # in cents
+
+
+def cents(value: int) -> str:
+    return f"{value // 100}.{value % 100:02d}"
+
+
+class MockAdapter(Adapter):
+    exchange = "mock"
+
+    def __init__(self, config: ProducerConfig, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+        super().__init__(config)
+        self.mock = config.mock
+        self._clock = clock
+        seed = self.mock.seed
+        self._walk = {s: random.Random(seed * 1_000_003 + zlib.crc32(s.encode())) for s in self.mock.symbols}
+        self._price = {s: _START_PRICE.get(s.split("-")[0], 10_000) for s in self.mock.symbols}
+        self._rng = {(e, s): random.Random(seed * 1_000_003 + zlib.crc32(f"{e}:{s}".encode()))
+                     for e in self.mock.exchanges for s in self.mock.symbols}
+        # Ids start at the start time in ms * 1000 so they keep rising across restarts.
+        start_id = now_ms() * 1000
+        self._next_id = dict.fromkeys(self._rng, start_id)
+        self._started = clock()
+
+    def markets(self) -> list[str]:
+        return [f"{e}:{s}" for e in self.mock.exchanges for s in self.mock.symbols]
+
+    def diverged(self, elapsed: float) -> bool:
+        period = self.mock.diverge_period_s
+        return self.mock.diverge_bps > 0 and (period <= 0 or int(elapsed // period) % 2 == 0)
+
+    def next_trades(self, elapsed: float | None = None) -> list[Trade]:
+        """One trade per exchange for every symbol: one step of each walk."""
+        if elapsed is None:
+            elapsed = self._clock() - self._started
+        out = []
+        ts = now_ms()
+        for symbol in self.mock.symbols:
+            price = self._price[symbol]
+            step = max(1, price // 20_000)  # about half a basis point per step
+            price = max(step, price + self._walk[symbol].randint(-step, step))
+            self._price[symbol] = price
+            for i, exchange in enumerate(self.mock.exchanges):
+                rng = self._rng[(exchange, symbol)]
+                quote = price + rng.randint(-step, step)
+                if i and self.diverged(elapsed):
+                    quote += quote * int(self.mock.diverge_bps * 100) // 1_000_000
+                quote = max(1, quote)
+                tid = self._next_id[(exchange, symbol)]
+                self._next_id[(exchange, symbol)] = tid + 1
+                size = rng.randint(1, 2_000_000)
+                out.append(Trade(exchange, symbol, symbol.replace("-", ""), str(tid), cents(quote),
+                                 f"{size // 1_000_000}.{size % 1_000_000:06d}",
+                                 "buy" if rng.random() < 0.5 else "sell", ts, ts))
+        return out
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        # One "round" = one trade per exchange and symbol; rounds are paced to MOCK_RATE per second.
+        interval = 1.0 / self.mock.rate
+        next_round = self._clock()
+        next_stats = next_round + self.config.stats_interval_s
+        while not stop.is_set():
+            now = self._clock()
+            if now < next_round:
+                stop.wait(min(next_round - now, 0.5))
+                continue
+            for trade in self.next_trades(now - self._started):
+                self.stats.trades += 1
+                emit(trade)
+            next_round += interval
+            if now - next_round > 1.0:  # fell behind (e.g. suspended): do not burst to catch up
+                next_round = now
+            if now >= next_stats:
+                self.log.info("stats %s", self.stats.line())
+                next_stats = now + self.config.stats_interval_s

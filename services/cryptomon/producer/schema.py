@@ -1,0 +1,110 @@
+"""The normalized trade: one schema for every exchange, serialized as one JSON object.
+
+Prices and sizes stay the exchange's own decimal strings (never floats): they are checked to be
+plain non-negative decimals and passed through unchanged, trailing zeros included, so nothing
+that could change a value is ever rewritten. Times are integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+SCHEMA_FIELDS = (
+    "exchange", "symbol", "raw_symbol", "trade_id", "price", "size", "side",
+    "exchange_time_ms", "receipt_time_ms",
+)
+SIDES = ("buy", "sell")
+
+# Plain decimal only: no sign, exponent, NaN/Infinity, spaces or leading dot.
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Symbols and trade ids are written into JSON without escaping, so only safe characters pass.
+_SYMBOL = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class SchemaError(ValueError):
+    """A field does not fit the normalized schema; the frame carrying it is dropped."""
+
+
+def is_decimal(value: object) -> bool:
+    return type(value) is str and _DECIMAL.fullmatch(value) is not None
+
+
+def positive_decimal(value: object, name: str) -> str:
+    """Return the exchange's decimal string unchanged, or raise SchemaError."""
+    if type(value) is not str or _DECIMAL.fullmatch(value) is None:
+        raise SchemaError(f"{name} {value!r} is not a decimal string")
+    if not value.strip("0.") :
+        raise SchemaError(f"{name} {value!r} is zero")
+    return value
+
+
+def safe_token(value: object, name: str) -> str:
+    """Trade ids and raw symbols as strings that need no JSON escaping."""
+    text = str(value) if type(value) is int else value
+    if type(text) is not str or _TOKEN.fullmatch(text) is None:
+        raise SchemaError(f"{name} {value!r} is not a plain token")
+    return text
+
+
+def is_symbol(value: str) -> bool:
+    return _SYMBOL.fullmatch(value) is not None
+
+
+@dataclass(slots=True)
+class Trade:
+    exchange: str          # lowercase exchange name, e.g. "binance"
+    symbol: str            # normalized BASE-QUOTE, e.g. "BTC-USDT"
+    raw_symbol: str        # the exchange's own symbol, e.g. "BTCUSDT"
+    trade_id: str          # the exchange's trade id, as a string (ids are not all integers)
+    price: str             # exact decimal string from the exchange
+    size: str              # exact decimal string from the exchange (base asset quantity)
+    side: str              # TAKER side: "buy" or "sell"
+    exchange_time_ms: int  # trade time at the exchange
+    receipt_time_ms: int   # when this process received the frame
+
+    def key(self) -> bytes:
+        """Kafka key: one market per key, so each market keeps its order inside a partition."""
+        return f"{self.exchange}:{self.symbol}".encode()
+
+    def to_json(self) -> str:
+        # Every string field was validated to need no escaping, so formatting is exact JSON
+        # and several times faster than json.dumps on the hot path.
+        return (
+            f'{{"exchange":"{self.exchange}","symbol":"{self.symbol}",'
+            f'"raw_symbol":"{self.raw_symbol}","trade_id":"{self.trade_id}",'
+            f'"price":"{self.price}","size":"{self.size}","side":"{self.side}",'
+            f'"exchange_time_ms":{self.exchange_time_ms},"receipt_time_ms":{self.receipt_time_ms}}}'
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in SCHEMA_FIELDS}
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Trade:
+        """Parse and validate a normalized trade (used by tests and consumers)."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or set(data) != set(SCHEMA_FIELDS):
+            raise SchemaError(f"fields {sorted(data) if isinstance(data, dict) else data!r} "
+                              f"are not {sorted(SCHEMA_FIELDS)}")
+        trade = cls(**data)
+        trade.validate()
+        return trade
+
+    def validate(self) -> None:
+        if not self.exchange or not self.exchange.replace("-", "").isalnum() or not self.exchange.islower():
+            raise SchemaError(f"exchange {self.exchange!r} is not a lowercase name")
+        if not is_symbol(self.symbol):
+            raise SchemaError(f"symbol {self.symbol!r} is not BASE-QUOTE")
+        safe_token(self.raw_symbol, "raw_symbol")
+        safe_token(self.trade_id, "trade_id")
+        positive_decimal(self.price, "price")
+        positive_decimal(self.size, "size")
+        if self.side not in SIDES:
+            raise SchemaError(f"side {self.side!r} is not buy or sell")
+        for name in ("exchange_time_ms", "receipt_time_ms"):
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise SchemaError(f"{name} {value!r} is not a positive integer")

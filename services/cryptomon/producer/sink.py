@@ -1,0 +1,162 @@
+"""Where normalized trades go: Kafka (idempotent, acks=all, lz4) or stdout as JSON lines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import TextIO
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from cryptomon.kafka_settings import KafkaSettings
+
+from .backoff import Backoff
+from .schema import Trade
+
+log = logging.getLogger("cryptomon.producer.kafka")
+
+
+class FatalKafkaError(RuntimeError):
+    """The idempotent producer hit a fatal error; the process must restart."""
+
+
+class StdoutSink:
+    """`--stdout`: one normalized trade per line, like kcat, for debugging a feed."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._out = stream or sys.stdout
+        self.produced = 0
+
+    def wait_ready(self, stop: threading.Event) -> bool:
+        return True
+
+    def emit(self, trade: Trade) -> None:
+        self._out.write(trade.to_json() + "\n")
+        self._out.flush()
+        self.produced += 1
+
+    def close(self, timeout: float = 10.0) -> int:
+        self._out.flush()
+        return 0
+
+
+class KafkaSink:
+    def __init__(self, settings: KafkaSettings, client_id: str, extra: dict | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.trades_topic
+        self.produced = 0
+        self.failed = 0
+        self.fatal: KafkaError | None = None
+        self._errors_logged: dict[int, float] = {}
+        self._closing = threading.Event()
+        self._poller: threading.Thread | None = None
+        conf: dict = {
+            **settings.client_config(),
+            "client.id": client_id,
+            "enable.idempotence": True,   # no duplicates or reordering from internal retries
+            "acks": "all",
+            "compression.type": "lz4",    # cheapest codec per byte saved for small JSON
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 262_144,
+            "delivery.timeout.ms": 300_000,
+            # Only failures call back into Python: one callback per success would cost more
+            # than the rest of the hot path.
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            "error_cb": self._on_error,
+        }
+        conf.update(extra or {})
+        self._producer = Producer(conf)
+        self._produce = self._producer.produce
+        self._poll = self._producer.poll
+
+    # librdkafka callbacks run inside poll()/flush() on this thread.
+    def _on_delivery(self, err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            self.failed += 1
+            if self.failed <= 10 or self.failed % 1000 == 0:
+                log.error("delivery failed (%d so far): %s", self.failed, err)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+            log.error("fatal Kafka error: %s", err)
+            return
+        now = time.monotonic()
+        if now - self._errors_logged.get(err.code(), 0.0) > 30:
+            self._errors_logged[err.code()] = now
+            log.warning("Kafka client error (retrying): %s", err)
+
+    def wait_ready(self, stop: threading.Event, backoff: Backoff | None = None) -> bool:
+        """Block until the trades topic exists and every partition has a leader.
+
+        Kafka down at start, a missing topic or "leader not available" only means waiting,
+        with one clear line per attempt. Returns False if stop was set first.
+        """
+        backoff = backoff or Backoff(0.5, 15.0)
+        while not stop.is_set():
+            problem = None
+            try:
+                md = self._producer.list_topics(self.topic, timeout=5)
+                topic = md.topics.get(self.topic)
+                if topic is None or (topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    problem = f"topic {self.topic} does not exist (topics are created by the kafka role)"
+                elif topic.error is not None:
+                    problem = f"topic {self.topic}: {topic.error.str()}"
+                elif not topic.partitions or any(p.leader < 0 for p in topic.partitions.values()):
+                    problem = f"topic {self.topic}: leader not available"
+            except KafkaException as exc:
+                problem = f"Kafka not reachable at {self.settings.bootstrap_servers}: {exc.args[0].str()}"
+            if problem is None:
+                log.info("Kafka ready: topic %s with %d partitions", self.topic, len(topic.partitions))
+                return True
+            delay = backoff.next_delay()
+            log.warning("%s; retrying in %.1fs", problem, delay)
+            stop.wait(delay)
+        return False
+
+    def emit(self, trade: Trade) -> None:
+        value = trade.to_json()
+        key = trade.key()
+        try:
+            self._produce(self.topic, value, key)
+        except BufferError:
+            # Local queue full (broker slow or away): wait for deliveries, then retry once more.
+            while True:
+                self._poll(0.1)
+                if self.fatal is not None:
+                    raise FatalKafkaError(str(self.fatal)) from None
+                try:
+                    self._produce(self.topic, value, key)
+                    break
+                except BufferError:
+                    continue
+        self.produced += 1
+
+    def start_poller(self, on_fatal: threading.Event | None = None) -> None:
+        """Serve delivery and error callbacks from a background thread, so the hot path
+        never polls and failures are logged within half a second at any trade rate."""
+
+        def loop() -> None:
+            while not self._closing.is_set():
+                self._poll(0.5)
+                if self.fatal is not None and on_fatal is not None:
+                    on_fatal.set()
+                    return
+
+        self._poller = threading.Thread(target=loop, name="kafka-poll", daemon=True)
+        self._poller.start()
+
+    def close(self, timeout: float = 15.0) -> int:
+        """Flush; returns how many messages could not be delivered in time."""
+        self._closing.set()
+        if self._poller is not None:
+            self._poller.join(2)
+        left = self._producer.flush(timeout)
+        if left:
+            log.error("%d messages still undelivered after %.0fs flush", left, timeout)
+        return left

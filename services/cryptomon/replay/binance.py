@@ -1,0 +1,229 @@
+"""Binance spot market-stream stand-in: /stream (combined, wrapped frames) and /ws (raw).
+
+Speaks SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS with `{"result":…,"id":…}` replies and
+`{"code":…,"msg":…}` errors, enforces 5 incoming messages per second (pings, pongs and
+control messages count; more closes with 1008), pings every `ping_interval` and closes
+connections that do not pong within `pong_timeout`, cuts connections at `max_age` and can
+announce `serverShutdown`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+
+from . import Market, ReplayServer, ReplayTrade
+from .ws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, ConnectionClosed, WSConnection
+
+STREAM_TYPES = ("trade", "aggTrade")
+
+
+def trade_event(symbol: str, t: ReplayTrade, kind: str = "trade") -> dict:
+    now = time.time_ns() // 1_000_000
+    if kind == "aggTrade":
+        return {"e": "aggTrade", "E": now, "s": symbol, "a": t.trade_id, "p": t.price(8), "q": t.size(8),
+                "f": t.trade_id, "l": t.trade_id, "T": t.ts_ms, "m": t.buyer_maker, "M": True}
+    return {"e": "trade", "E": now, "s": symbol, "t": t.trade_id, "p": t.price(8), "q": t.size(8),
+            "T": t.ts_ms, "m": t.buyer_maker, "M": True}
+
+
+class _Conn:
+    def __init__(self, ws: WSConnection, combined: bool) -> None:
+        self.ws = ws
+        self.combined = combined
+        self.subs: dict[str, int] = {}     # stream name -> next tape index
+        self.incoming: deque[float] = deque()
+        self.pong_wait: tuple[bytes, float] | None = None
+        self.opened = time.monotonic()
+
+
+class BinanceReplay(ReplayServer):
+    exchange = "binance"
+
+    def __init__(self, symbols: list[str] | None = None, *, ping_interval: float = 20.0,
+                 pong_timeout: float = 60.0, max_age: float = 86_400.0, max_incoming_per_s: int = 5,
+                 shutdown_grace: float = 1.0, **kw: object) -> None:
+        super().__init__([s.upper() for s in symbols or []], **kw)  # type: ignore[arg-type]
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.max_age = max_age
+        self.max_incoming = max_incoming_per_s
+        self.shutdown_grace = shutdown_grace
+        self.error_next_subscribes = 0     # answer the next N SUBSCRIBEs with an error
+        self.ignore_next_subscribes = 0    # never acknowledge the next N SUBSCRIBEs
+        self.subscribe_requests: list[dict] = []
+        self._conns: dict[WSConnection, _Conn] = {}
+
+    def ready_count(self, subscribed: bool = True) -> int:
+        return sum(1 for c in list(self._conns.values())
+                   if not c.ws.closed.is_set() and (c.subs or not subscribed))
+
+    # --- injections ---------------------------------------------------------------------
+    def shutdown_notice(self) -> int:
+        """Send serverShutdown to every connection and close them after the grace period."""
+        conns = [c for c in list(self._conns.values()) if not c.ws.closed.is_set()]
+        for c in conns:
+            event = {"e": "serverShutdown", "E": time.time_ns() // 1_000_000}
+            try:
+                c.ws.send_text(json.dumps({"stream": "serverShutdown", "data": event} if c.combined else event))
+            except ConnectionClosed:
+                continue
+            threading.Timer(self.shutdown_grace, c.ws.close, (1001, "server shutdown")).start()
+        return len(conns)
+
+    def inject(self, step: dict) -> None:
+        if step["do"] == "shutdown":
+            self.shutdown_notice()
+        elif step["do"] == "cut":
+            self.close_all(1001, "24h connection limit")
+        else:
+            super().inject(step)
+
+    # --- protocol -----------------------------------------------------------------------
+    def _handle(self, ws: WSConnection) -> None:
+        route = ws.route.rstrip("/")
+        combined = route == "/stream"
+        if not combined and not (route == "/ws" or route.startswith("/ws/")):
+            ws.close(1008, "unknown path")
+            return
+        conn = _Conn(ws, combined)
+        self.stats.connections += 1
+        self._conns[ws] = conn
+        initial = []
+        if combined:
+            for value in ws.query.get("streams", []):
+                initial += [s for s in value.split("/") if s]
+        elif route.startswith("/ws/"):
+            initial.append(route[4:])
+        for stream in initial:
+            self._subscribe_stream(conn, stream)
+        writer = threading.Thread(target=self._writer, args=(conn,), daemon=True)
+        writer.start()
+        try:
+            self._reader(conn)
+        finally:
+            ws.abort()
+            self._conns.pop(ws, None)
+            with self.cond:
+                self.cond.notify_all()
+
+    def _reader(self, conn: _Conn) -> None:
+        ws = conn.ws
+        while not ws.closed.is_set():
+            opcode, data = ws.recv_message()
+            now = time.monotonic()
+            conn.incoming.append(now)
+            while conn.incoming and now - conn.incoming[0] > 1.0:
+                conn.incoming.popleft()
+            if len(conn.incoming) > self.max_incoming:
+                self.stats.rate_limit_closes += 1
+                ws.close(1008, "Too many requests")
+                return
+            if opcode == OP_CLOSE:
+                ws.close(1000)
+                return
+            if opcode == OP_PING:
+                ws.pong(data)
+            elif opcode == OP_PONG:
+                if conn.pong_wait and data == conn.pong_wait[0]:
+                    conn.pong_wait = None
+                    self.stats.pongs += 1
+            elif opcode == OP_TEXT:
+                self._request(conn, data)
+            else:
+                self._error(conn, 3, "Invalid JSON: binary frames are not supported", None)
+
+    def _error(self, conn: _Conn, code: int, msg: str, req_id: object) -> None:
+        self.stats.errors_sent += 1
+        reply = {"code": code, "msg": msg}
+        if req_id is not None:
+            reply["id"] = req_id
+        conn.ws.send_text(json.dumps(reply))
+
+    def _request(self, conn: _Conn, data: bytes) -> None:
+        try:
+            req = json.loads(data)
+        except ValueError as exc:
+            return self._error(conn, 3, f"Invalid JSON: {exc}", None)
+        if not isinstance(req, dict):
+            return self._error(conn, 3, "Invalid JSON: expected an object", None)
+        req_id, method, params = req.get("id"), req.get("method"), req.get("params", [])
+        if not isinstance(req_id, int | str) or isinstance(req_id, bool):
+            return self._error(conn, 2, "Invalid request: request ID must be an unsigned integer", None)
+        if method == "SUBSCRIBE" or method == "UNSUBSCRIBE":
+            self.subscribe_requests.append(req)
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                return self._error(conn, 2, "Invalid request: property name must be a valid stream", req_id)
+            bad = [p for p in params if not self._valid_stream(p)]
+            if bad:
+                return self._error(conn, 2, f"Invalid request: unknown stream {bad[0]}", req_id)
+            if method == "SUBSCRIBE":
+                if self.error_next_subscribes > 0:
+                    self.error_next_subscribes -= 1
+                    return self._error(conn, 2, "Invalid request: injected failure", req_id)
+                if self.ignore_next_subscribes > 0:
+                    self.ignore_next_subscribes -= 1
+                    return None
+                self.stats.subscribes += 1
+                for p in params:
+                    self._subscribe_stream(conn, p)
+            else:
+                for p in params:
+                    conn.subs.pop(p, None)
+            conn.ws.send_text(json.dumps({"result": None, "id": req_id}))
+        elif method == "LIST_SUBSCRIPTIONS":
+            conn.ws.send_text(json.dumps({"result": sorted(conn.subs), "id": req_id}))
+        else:
+            self._error(conn, 2, f"Invalid request: unknown method {method!r}", req_id)
+        return None
+
+    @staticmethod
+    def _valid_stream(stream: str) -> bool:
+        symbol, _, kind = stream.partition("@")
+        return kind in STREAM_TYPES and symbol.isalnum() and symbol == symbol.lower()
+
+    def _subscribe_stream(self, conn: _Conn, stream: str) -> None:
+        if not self._valid_stream(stream):
+            return
+        market: Market = self.market(stream.partition("@")[0].upper())
+        with self.cond:
+            conn.subs[stream] = max(market.base, market.end - self.replay_on_subscribe)
+            self.cond.notify_all()
+
+    def _writer(self, conn: _Conn) -> None:
+        ws = conn.ws
+        next_ping = time.monotonic() + self.ping_interval
+        try:
+            while not ws.closed.is_set() and not self._stop.is_set():
+                batch: list[str] = []
+                with self.cond:
+                    self.cond.wait(0.05)
+                    for stream, index in list(conn.subs.items()):
+                        symbol, _, kind = stream.partition("@")
+                        trades, conn.subs[stream] = self.markets[symbol.upper()].since(index)
+                        for t in trades:
+                            event = trade_event(symbol.upper(), t, kind)
+                            batch.append(json.dumps({"stream": stream, "data": event} if conn.combined else event,
+                                                    separators=(",", ":")))
+                if batch:
+                    ws.send_frames(batch)
+                    self.stats.trades_sent += len(batch)
+                now = time.monotonic()
+                if now >= next_ping:
+                    payload = os.urandom(8)
+                    conn.pong_wait = (payload, now + self.pong_timeout)
+                    ws.ping(payload)
+                    self.stats.pings += 1
+                    next_ping = now + self.ping_interval
+                if conn.pong_wait and now > conn.pong_wait[1]:
+                    self.stats.pong_timeouts += 1
+                    ws.close(1008, "pong timeout")
+                    return
+                if now - conn.opened > self.max_age:
+                    ws.close(1001, "24h connection limit")
+                    return
+        except ConnectionClosed:
+            return
