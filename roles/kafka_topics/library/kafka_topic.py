@@ -460,7 +460,8 @@ class Cluster:
                 state = current[resource.name]
                 for key, entry in entries.items():
                     state["configs"][key] = entry.value
-                    if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG:
+                    # confluent-kafka reports the source as a plain int
+                    if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value:
                         state["overrides"].add(key)
                         state["all_overrides"][key] = entry.value
         return len(md.brokers), current
@@ -582,33 +583,41 @@ def client_config(params):
     return conf
 
 
-def apply(cluster, actions, check_mode):
-    """Run the planned actions kind by kind; return (actions done, error messages).
-
-    Deletions go first (so names are free), then creations, new partitions, configs.
-    The first failing kind stops the run. In check mode every request is sent with
-    validate_only, so the broker still checks names, numbers and config values.
-    """
-    done, errors = [], []
+def _run(cluster, actions, validate_only):
+    done = []
     for kind in KIND_ORDER:
         batch = [a for a in actions if a["action"] == kind]
         if not batch:
             continue
-        call = getattr(cluster, kind)
-        ok, errors = call(batch, validate_only=check_mode)
+        ok, errors = getattr(cluster, kind)(batch, validate_only=validate_only)
         done += [a for a in batch if a["topic"] in ok]
         if errors:
             return done, errors
-    if not check_mode:
-        ready = {}
-        for a in done:
-            if a["action"] == "create":
-                ready[a["topic"]] = a["partitions"]
-            elif a["action"] == "add_partitions":
-                ready[a["topic"]] = a["after"]
-        deleted = [a["topic"] for a in done if a["action"] == "delete"]
-        errors = cluster.wait(ready, deleted)
-    return done, errors
+    return done, []
+
+
+def apply(cluster, actions, check_mode):
+    """Run the planned actions kind by kind; return (actions done, error messages).
+
+    Every request is first sent with validate_only, so the broker checks names, numbers
+    and config values of the whole plan before anything changes (check mode stops there).
+    Then deletions go first (so names are free), creations, new partitions, configs; the
+    first failing kind stops the run. New partitions and deletions are waited for.
+    """
+    done, errors = _run(cluster, actions, validate_only=True)
+    if check_mode or errors:
+        return (done if check_mode else []), errors
+    done, errors = _run(cluster, actions, validate_only=False)
+    if errors:
+        return done, errors
+    ready = {}
+    for a in done:
+        if a["action"] == "create":
+            ready[a["topic"]] = a["partitions"]
+        elif a["action"] == "add_partitions":
+            ready[a["topic"]] = a["after"]
+    deleted = [a["topic"] for a in done if a["action"] == "delete"]
+    return done, cluster.wait(ready, deleted)
 
 
 ARGUMENT_SPEC = {
@@ -690,14 +699,16 @@ def main():
         result["diff"] = render_diff(desired, current)
 
     done, errors = apply(cluster, actions, module.check_mode)
-    result["actions"] = done
-    result["changed"] = bool(done)
     if errors:
-        msg = "; ".join(errors)
-        if done and not module.check_mode:
-            applied = ", ".join(f"{a['action']} {a['topic']}" for a in done)
-            msg += f" (applied before the failure: {applied})"
+        applied = [] if module.check_mode else done
+        result.update(actions=applied, changed=bool(applied))
+        if applied:
+            steps = ", ".join(f"{a['action']} {a['topic']}" for a in applied)
+            msg = f"{'; '.join(errors)} (applied before the failure: {steps})"
+        else:
+            msg = f"nothing changed: {'; '.join(errors)}"
         module.fail_json(msg=msg, errors=errors, **result)
+    result.update(actions=done, changed=bool(done))
     module.exit_json(**result)
 
 
