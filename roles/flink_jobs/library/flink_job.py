@@ -108,6 +108,18 @@ options:
   restore_from:
     description: Savepoint or retained checkpoint to start from on a fresh submission; takes precedence over the pending savepoint.
     type: str
+  checkpoint_dir:
+    description:
+      - The cluster's checkpoint directory (C(execution.checkpointing.dir)). On a fresh submission
+        without a pending savepoint and with I(restore=true), the job resumes from the newest
+        retained checkpoint of the job recorded in the state file (asked from the REST API while the
+        JobManager remembers that job, else looked up under this directory when it is a local
+        C(file://) path). Needs C(externalized-checkpoint-retention) C(RETAIN_ON_CANCELLATION).
+    type: str
+  run_as:
+    description:
+      - Run C(flink run) (and so the job's Python driver) as this user when the module runs as root.
+    type: str
   allow_non_restored_state:
     description: Pass C(--allowNonRestoredState) when submitting from a savepoint (needed when operators were removed).
     type: bool
@@ -133,6 +145,8 @@ options:
     type: int
     default: 60
 notes:
+  - Restore order of a submission is the savepoint just taken by an upgrade, then I(restore_from),
+    then the pending savepoint, then the newest retained checkpoint of the last job (see I(checkpoint_dir)).
   - The job code must not set its own job name (C(pipeline.name), C(execute("name"))); the module
     fails and cancels the job when the submitted job does not carry the expected name.
   - With several TaskManager hosts, I(savepoint_dir) must be storage every Flink process can reach.
@@ -195,8 +209,10 @@ command:
   elements: str
 """
 
+import grp
 import json
 import os
+import pwd
 import re
 import subprocess
 import time
@@ -276,6 +292,39 @@ def restore_point(stopped, pending, restore, restore_from):
     if restore and pending:
         return pending
     return None
+
+
+def local_path(uri):
+    """Local file system path of a file: URI or plain path, None for other schemes."""
+    if not uri:
+        return None
+    if uri.startswith("file://"):
+        return uri[len("file://"):] or None
+    if uri.startswith("file:"):
+        return uri[len("file:"):]
+    if "://" in uri:
+        return None
+    return uri
+
+
+def latest_checkpoint_in(checkpoint_dir, job_id):
+    """Newest complete retained checkpoint (chk-N with _metadata) of a job under a local dir."""
+    base = local_path(checkpoint_dir)
+    if not base or not job_id:
+        return None
+    job_dir = os.path.join(base, job_id)
+    try:
+        names = os.listdir(job_dir)
+    except OSError:
+        return None
+    found = []
+    for entry in names:
+        match = re.match(r"^chk-(\d+)$", entry)
+        if match and os.path.isfile(os.path.join(job_dir, entry, "_metadata")):
+            found.append((int(match.group(1)), entry))
+    if not found:
+        return None
+    return "file://" + os.path.join(job_dir, max(found)[1])
 
 
 def rest_target(rest_url):
@@ -442,6 +491,19 @@ class Flink(object):
         self.wait_terminal(job_id, max(30, int(deadline - time.time())))
         return location
 
+    def retained_checkpoint(self, job_id):
+        """external path of the latest completed checkpoint of a terminated job the JM still knows."""
+        try:
+            if self.job(job_id).get("state") not in TERMINAL_STATES:
+                return None
+            latest = (self.call("/jobs/%s/checkpoints" % job_id).get("latest") or {}).get("completed") or {}
+        except (FlinkJobError, URLError, OSError, ValueError):
+            return None
+        path = latest.get("external_path")
+        if not path or path == "<checkpoint-not-externally-addressable>":
+            return None
+        return path
+
     def cancel(self, job_id, timeout):
         self.call("/jobs/%s?mode=cancel" % job_id, method="PATCH")
         return self.wait_terminal(job_id, timeout)
@@ -501,6 +563,30 @@ def write_state(path, data):
 
 # --- module -----------------------------------------------------------------------------------
 
+def drop_privileges(user, env):
+    """subprocess arguments that run the child as `user` (module must run as root or as that user)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise FlinkJobError("run_as: no user %r" % user)
+    if os.geteuid() == entry.pw_uid:
+        return {}
+    if os.geteuid() != 0:
+        raise FlinkJobError("run_as=%s needs the module to run as root (become: true)" % user)
+    env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    groups = [g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem]
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [entry.pw_gid] + groups,
+            "cwd": "/"}
+
+
+def resume_point(flink, params, saved):
+    """Newest retained checkpoint of the last job recorded in the state file, if any."""
+    last = saved.get("job_id")
+    if not last or not params["restore"]:
+        return None
+    return flink.retained_checkpoint(last) or latest_checkpoint_in(params.get("checkpoint_dir"), last)
+
+
 def submit(module, params, flink_name, savepoint):
     cmd = build_run_command(params, flink_name, savepoint)
     env = dict(os.environ)
@@ -512,9 +598,13 @@ def submit(module, params, flink_name, savepoint):
         except (IOError, OSError, ValueError) as exc:
             raise FlinkJobError("env_file %s: %s" % (params["env_file"], to_native(exc)))
     env.update({k: str(v) for k, v in (params["env"] or {}).items()})
+    kwargs = {}
+    if params.get("run_as"):
+        kwargs = drop_privileges(params["run_as"], env)
     try:
         res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             timeout=params["submit_timeout"], universal_newlines=True, check=False)
+                             timeout=params["submit_timeout"], universal_newlines=True, check=False,
+                             **kwargs)
     except subprocess.TimeoutExpired:
         raise FlinkJobError("flink run did not return within %ss" % params["submit_timeout"])
     except OSError as exc:
@@ -547,6 +637,8 @@ def run_module():
             state_dir=dict(type="path"),
             restore=dict(type="bool", default=True),
             restore_from=dict(type="str"),
+            checkpoint_dir=dict(type="str"),
+            run_as=dict(type="str"),
             allow_non_restored_state=dict(type="bool", default=False),
             submit_timeout=dict(type="int", default=300),
             start_timeout=dict(type="int", default=180),
@@ -601,6 +693,8 @@ def run_module():
                                  for j in decision["stop"]]
             if decision["submit"]:
                 would = restore_point([], pending, p["restore"], p["restore_from"])
+                if not would:
+                    would = resume_point(flink, p, saved)
                 running = [j for j in decision["stop"] if j["state"] == "RUNNING"]
                 if running:
                     would = "(savepoint of job %s)" % running[0]["jid"]
@@ -631,6 +725,8 @@ def run_module():
             flink.wait_started(decision["keep"]["jid"], p["start_timeout"], 0)
         elif decision["submit"]:
             start_from = restore_point(result["stopped"], pending, p["restore"], p["restore_from"])
+            if not start_from:
+                start_from = resume_point(flink, p, saved)
             cmd, job_id = submit(module, p, flink_name, start_from)
             result.update(command=cmd, job_id=job_id, restored_from=start_from)
             if start_from:
