@@ -1,0 +1,1 @@
+"""Streamlit live dashboard: prices, spread, alert history."""

@@ -1,0 +1,5 @@
+import sys
+
+from cryptomon.dashboard.cli import main
+
+sys.exit(main())

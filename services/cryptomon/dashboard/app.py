@@ -1,0 +1,147 @@
+"""cryptomon live dashboard (Streamlit): latest prices, spread chart, alert history.
+
+Run through `cryptomon-dashboard` (it execs `streamlit run` on this file). One Kafka reader
+thread per server process (st.cache_resource) feeds a MarketState; a fragment re-renders from a
+snapshot of it every DASHBOARD_REFRESH_S seconds. Problems show as a status banner, never as a
+stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+try:
+    import cryptomon  # noqa: F401 - installed package
+except ImportError:  # running from a checkout: streamlit puts only this file's dir on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from cryptomon.dashboard.feed import KafkaFeed
+from cryptomon.dashboard.state import MarketState, Snapshot
+from cryptomon.kafka_settings import ConfigError, KafkaSettings
+
+SPREAD_WINDOW = pd.Timedelta(minutes=15)
+
+
+def _float_env(name: str, default: float) -> float:
+    try:
+        return max(0.5, float(os.environ.get(name, "") or default))
+    except ValueError:
+        return default
+
+
+REFRESH_S = _float_env("DASHBOARD_REFRESH_S", 2.0)
+
+
+@st.cache_resource(show_spinner=False)
+def get_feed(settings: KafkaSettings, exchanges: tuple[str, str]) -> KafkaFeed:
+    """One reader per distinct configuration, shared by every browser session."""
+    return KafkaFeed(settings, MarketState(exchanges)).start()
+
+
+def _exchanges() -> tuple[str, str]:
+    raw = [e.strip().lower() for e in os.environ.get("DASHBOARD_SPREAD_EXCHANGES", "binance,coinbase").split(",")]
+    return (raw[0], raw[1]) if len(raw) == 2 and all(raw) else ("binance", "coinbase")
+
+
+def status_banner(snap: Snapshot) -> None:
+    s = snap.status
+    if s.state == "unreachable":
+        st.error(f"Kafka unreachable, retrying… ({s.detail})" if s.detail else "Kafka unreachable, retrying…",
+                 icon="⚠️")
+    elif s.state == "connecting":
+        st.info("Connecting to Kafka…", icon="⏳")
+    elif s.state == "waiting":
+        st.info(f"Waiting for data… {s.detail}".strip(), icon="⏳")
+    if snap.missing_topics and s.state == "live":
+        st.warning("Topics not created yet: " + ", ".join(snap.missing_topics))
+
+
+def prices_section(snap: Snapshot) -> None:
+    st.subheader("Latest prices")
+    if not snap.prices:
+        st.caption("Waiting for trades…")
+        return
+    df = pd.DataFrame(snap.prices)
+    df["time"] = df["time"].dt.strftime("%H:%M:%S.%f").str[:-3] + " UTC"
+    df = df.rename(columns={"exchange": "Exchange", "symbol": "Symbol", "price": "Price", "size": "Size",
+                            "side": "Taker side", "time": "Last trade", "trades": "Trades seen"})
+    st.table(df, hide_index=True)
+
+
+def spread_section(snap: Snapshot) -> None:
+    st.subheader("Spread")
+    st.caption(snap.spread_label)
+    if not snap.spreads:
+        st.caption("Waiting for prices from both exchanges…")
+        return
+    df = pd.DataFrame(snap.spreads)
+    df = df[df["time"] >= df["time"].max() - SPREAD_WINDOW]
+    latest = df.groupby("asset").tail(1)
+    cols = st.columns(max(1, len(latest)))
+    for col, row in zip(cols, latest.itertuples(), strict=False):
+        col.metric(f"{row.asset} spread", f"{row.spread_usd:,.2f} USD", f"{row.spread_bps:.1f} bps",
+                   delta_color="off")
+    chart = (
+        alt.Chart(df)
+        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=alt.X("time:T", title="time (UTC)"),
+            y=alt.Y("spread_usd:Q", title="spread (USD)"),
+            color=alt.Color("asset:N", title="asset"),
+            tooltip=["asset", alt.Tooltip("time:T", format="%H:%M:%S"), alt.Tooltip("spread_usd:Q", format=",.2f"),
+                     alt.Tooltip("spread_bps:Q", format=".2f")],
+        )
+        .properties(height=320)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def alerts_section(snap: Snapshot) -> None:
+    st.subheader("Alert history")
+    if not snap.alerts:
+        st.caption("No alerts yet.")
+        return
+    df = pd.DataFrame(snap.alerts)
+    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+    df = df.rename(columns={"time": "Window end", "type": "Type", "subject": "Subject", "details": "Details",
+                            "alert_id": "Alert id"})
+    st.dataframe(df, hide_index=True, height=min(420, 38 + 35 * len(df)))
+
+
+def render(feed: KafkaFeed) -> None:
+    snap = feed.state.snapshot()
+    status_banner(snap)
+    left, right = st.columns([2, 3])
+    with left:
+        prices_section(snap)
+    with right:
+        spread_section(snap)
+    alerts_section(snap)
+    extra = f" · {snap.malformed} unreadable records skipped" if snap.malformed else ""
+    st.caption(f"{snap.trades_seen} trades read{extra} · refreshes every {REFRESH_S:g}s")
+
+
+def main() -> None:
+    st.set_page_config(page_title="cryptomon", page_icon="📈", layout="wide")
+    st.title("cryptomon · live market monitor")
+    try:
+        settings = KafkaSettings.from_env()
+    except ConfigError as exc:
+        st.error(f"Configuration error: {exc}")
+        return
+    feed = get_feed(settings, _exchanges())
+
+    @st.fragment(run_every=REFRESH_S)
+    def live() -> None:
+        render(feed)
+
+    live()
+
+
+main()

@@ -1,0 +1,190 @@
+"""What the dashboard shows, built from Kafka records; thread-safe, no Streamlit in here.
+
+Spread policy: the spread of an asset is `price(second) - price(first)` of the two configured
+exchanges (default coinbase minus binance), only between USD-like quotes, with USDT and USDC
+treated as 1 USD (Binance trades BTC-USDT, Coinbase BTC-USD). The chart says so in its caption.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from cryptomon.alerter.formatting import parse_time
+
+USD_LIKE = ("USD", "USDT", "USDC")
+_QUOTES = ("USDT", "USDC", "USD", "EUR", "BTC", "ETH")
+PAIR_MAX_SKEW_MS = 60_000  # prices further apart in time are not compared
+SPREAD_POINTS_MAX = 3600  # one point per second and asset: an hour
+ALERTS_MAX = 500
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """`BTC-USDT`, `BTC/USD`, `BTCUSDT` -> (base, quote); unknown -> (symbol, "")."""
+    s = symbol.strip().upper()
+    for sep in ("-", "/", "_"):
+        if sep in s:
+            base, _, quote = s.partition(sep)
+            return base, quote
+    for q in _QUOTES:
+        if s.endswith(q) and len(s) > len(q):
+            return s[: -len(q)], q
+    return s, ""
+
+
+@dataclass
+class Status:
+    state: str = "connecting"  # connecting | unreachable | waiting | live
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    status: Status
+    prices: list[dict[str, Any]]
+    spreads: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    spread_label: str
+    trades_seen: int
+    malformed: int
+    missing_topics: tuple[str, ...]
+    last_data: float | None
+
+
+class MarketState:
+    def __init__(self, spread_exchanges: tuple[str, str] = ("binance", "coinbase")) -> None:
+        self.first, self.second = spread_exchanges
+        self._lock = threading.Lock()
+        self._prices: dict[tuple[str, str], dict[str, Any]] = {}
+        self._last: dict[tuple[str, str], tuple[Decimal, int, str]] = {}  # (exchange, base) -> price, ts, quote
+        self._spreads: dict[str, OrderedDict[int, tuple[float, float]]] = {}
+        self._alerts: deque[dict[str, Any]] = deque(maxlen=ALERTS_MAX)
+        self._alert_ids: OrderedDict[str, None] = OrderedDict()
+        self._trades = 0
+        self._malformed = 0
+        self._last_data: float | None = None
+        self.status = Status()
+        self.missing_topics: tuple[str, ...] = ()
+
+    # --- status ------------------------------------------------------------------------------
+    def set_status(self, state: str, detail: str = "") -> None:
+        with self._lock:
+            if self.status.state != state or self.status.detail != detail:
+                self.status = Status(state, detail)
+
+    @property
+    def has_data(self) -> bool:
+        return self._last_data is not None
+
+    # --- ingestion ---------------------------------------------------------------------------
+    def ingest(self, kind: str, value: bytes | None) -> bool:
+        """kind: trades | alerts. Returns False (and counts it) for a record it cannot use."""
+        try:
+            record = json.loads(value or b"")
+            if not isinstance(record, dict):
+                raise TypeError("not an object")
+            if kind == "trades":
+                self._trade(record)
+            else:
+                self._alert(record)
+        except (ValueError, TypeError, KeyError, InvalidOperation, UnicodeDecodeError):
+            with self._lock:
+                self._malformed += 1
+            return False
+        return True
+
+    def _trade(self, t: dict[str, Any]) -> None:
+        exchange, symbol = str(t["exchange"]).lower(), str(t["symbol"])
+        price = Decimal(str(t["price"]))
+        if not price.is_finite() or price <= 0:
+            raise ValueError("bad price")
+        ts = int(t.get("exchange_ts") or t.get("received_ts") or time.time() * 1000)
+        base, quote = split_symbol(symbol)
+        with self._lock:
+            self._trades += 1
+            self._last_data = time.time()
+            row = self._prices.get((exchange, symbol))
+            if row is None or ts >= row["_ts"]:
+                self._prices[(exchange, symbol)] = {
+                    "exchange": exchange, "symbol": symbol, "price": str(t["price"]),
+                    "size": str(t.get("size", "")), "side": str(t.get("side", "")),
+                    "time": datetime.fromtimestamp(ts / 1000, UTC), "_ts": ts,
+                    "trades": (row["trades"] if row else 0) + 1,
+                }
+            else:
+                row["trades"] += 1
+            if quote not in USD_LIKE or exchange not in (self.first, self.second):
+                return
+            prev = self._last.get((exchange, base))
+            if prev is None or ts >= prev[1]:
+                self._last[(exchange, base)] = (price, ts, quote)
+            a, b = self._last.get((self.first, base)), self._last.get((self.second, base))
+            if a is None or b is None or abs(a[1] - b[1]) > PAIR_MAX_SKEW_MS:
+                return
+            spread = b[0] - a[0]
+            mid = (a[0] + b[0]) / 2
+            bps = float(spread / mid * 10000) if mid else 0.0
+            series = self._spreads.setdefault(base, OrderedDict())
+            second = max(a[1], b[1]) // 1000
+            series[second] = (float(spread), bps)
+            series.move_to_end(second)
+            while len(series) > SPREAD_POINTS_MAX:
+                series.popitem(last=False)
+
+    def _alert(self, a: dict[str, Any]) -> None:
+        alert_id = str(a.get("alert_id") or json.dumps(a, sort_keys=True, default=str))
+        kind = str(a.get("type") or "unknown")
+        when = parse_time(a.get("window_end")) or parse_time(a.get("window_start")) or datetime.now(UTC)
+        with self._lock:
+            self._last_data = time.time()
+            if alert_id in self._alert_ids:
+                return
+            self._alert_ids[alert_id] = None
+            while len(self._alert_ids) > 4 * ALERTS_MAX:
+                self._alert_ids.popitem(last=False)
+            self._alerts.append({"time": when, "type": kind, "subject": _subject(a), "details": _details(a),
+                                 "alert_id": alert_id})
+
+    # --- reading -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            prices = sorted(({k: v for k, v in r.items() if not k.startswith("_")} for r in self._prices.values()),
+                            key=lambda r: (r["symbol"], r["exchange"]))
+            spreads = [
+                {"time": datetime.fromtimestamp(sec, UTC), "asset": asset, "spread_usd": s, "spread_bps": bps}
+                for asset, series in sorted(self._spreads.items())
+                for sec, (s, bps) in sorted(series.items())
+            ]
+            alerts = sorted(self._alerts, key=lambda r: r["time"], reverse=True)
+            return Snapshot(
+                status=self.status, prices=prices, spreads=spreads, alerts=alerts,
+                spread_label=f"{self.second} − {self.first} price in USD (USDT and USDC counted as 1 USD)",
+                trades_seen=self._trades, malformed=self._malformed, missing_topics=self.missing_topics,
+                last_data=self._last_data,
+            )
+
+
+def _subject(a: dict[str, Any]) -> str:
+    if a.get("type") == "arbitrage":
+        return f"{a.get('asset', '?')}: buy {a.get('buy_exchange', '?')}, sell {a.get('sell_exchange', '?')}"
+    if a.get("symbol") or a.get("exchange"):
+        return f"{a.get('symbol', '?')} on {a.get('exchange', '?')}"
+    return str(a.get("asset") or a.get("type") or "?")
+
+
+def _details(a: dict[str, Any]) -> str:
+    if a.get("type") == "arbitrage":
+        return f"spread {a.get('spread_usd', '?')} USD ({a.get('spread_bps', '?')} bps), " \
+               f"threshold {a.get('threshold_usd', '?')} USD"
+    if a.get("type") == "volume_anomaly":
+        return f"volume {a.get('volume', '?')} > {a.get('threshold', '?')}, {a.get('trade_count', '?')} trades, " \
+               f"VWAP {a.get('vwap', '?')}"
+    skip = {"alert_id", "type", "window_start", "window_end"}
+    return ", ".join(f"{k}={v}" for k, v in a.items() if k not in skip)[:300]
