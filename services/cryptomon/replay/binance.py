@@ -36,7 +36,7 @@ class _Conn:
         self.combined = combined
         self.subs: dict[str, int] = {}     # stream name -> next tape index
         self.incoming: deque[float] = deque()
-        self.pong_wait: tuple[bytes, float] | None = None
+        self.pong_wait: dict[bytes, float] = {}  # outstanding ping payload -> pong deadline
         self.opened = time.monotonic()
 
 
@@ -128,8 +128,7 @@ class BinanceReplay(ReplayServer):
             if opcode == OP_PING:
                 ws.pong(data)
             elif opcode == OP_PONG:
-                if conn.pong_wait and data == conn.pong_wait[0]:
-                    conn.pong_wait = None
+                if conn.pong_wait.pop(data, None) is not None:
                     self.stats.pongs += 1
             elif opcode == OP_TEXT:
                 self._request(conn, data)
@@ -214,11 +213,11 @@ class BinanceReplay(ReplayServer):
                 now = time.monotonic()
                 if now >= next_ping:
                     payload = os.urandom(8)
-                    conn.pong_wait = (payload, now + self.pong_timeout)
+                    conn.pong_wait[payload] = now + self.pong_timeout
                     ws.ping(payload)
                     self.stats.pings += 1
                     next_ping = now + self.ping_interval
-                if conn.pong_wait and now > conn.pong_wait[1]:
+                if conn.pong_wait and now > min(conn.pong_wait.values()):
                     self.stats.pong_timeouts += 1
                     ws.close(1008, "pong timeout")
                     return
