@@ -68,9 +68,9 @@ def prices_section(snap: Snapshot) -> None:
         st.caption("Waiting for trades…")
         return
     df = pd.DataFrame(snap.prices)
-    df["time"] = df["time"].dt.strftime("%H:%M:%S.%f").str[:-3] + " UTC"
+    df["time"] = df["time"].dt.strftime("%H:%M:%S.%f").str[:-3]
     df = df.rename(columns={"exchange": "Exchange", "symbol": "Symbol", "price": "Price", "size": "Size",
-                            "side": "Taker side", "time": "Last trade", "trades": "Trades seen"})
+                            "side": "Taker side", "time": "Last trade (UTC)", "trades": "Trades seen"})
     st.table(df, hide_index=True)
 
 
@@ -86,12 +86,12 @@ def spread_section(snap: Snapshot) -> None:
     cols = st.columns(max(1, len(latest)))
     for col, row in zip(cols, latest.itertuples(), strict=False):
         col.metric(f"{row.asset} spread", f"{row.spread_usd:,.2f} USD", f"{row.spread_bps:.1f} bps",
-                   delta_color="off")
+                   delta_color="off", delta_arrow="off")
     chart = (
         alt.Chart(df)
         .mark_line(point=alt.OverlayMarkDef(size=12))
         .encode(
-            x=alt.X("time:T", title="time (UTC)"),
+            x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
             y=alt.Y("spread_usd:Q", title="spread (USD)"),
             color=alt.Color("asset:N", title="asset"),
             tooltip=["asset", alt.Tooltip("time:T", format="%H:%M:%S"), alt.Tooltip("spread_usd:Q", format=",.2f"),

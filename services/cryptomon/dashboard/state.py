@@ -63,8 +63,8 @@ class MarketState:
         self.first, self.second = spread_exchanges
         self._lock = threading.Lock()
         self._prices: dict[tuple[str, str], dict[str, Any]] = {}
-        self._last: dict[tuple[str, str], tuple[Decimal, int, str]] = {}  # (exchange, base) -> price, ts, quote
-        self._spreads: dict[str, OrderedDict[int, tuple[float, float]]] = {}
+        # (exchange, base asset) -> {epoch second: (last price in that second, its ts in ms)}
+        self._series: dict[tuple[str, str], dict[int, tuple[Decimal, int]]] = {}
         self._alerts: deque[dict[str, Any]] = deque(maxlen=ALERTS_MAX)
         self._alert_ids: OrderedDict[str, None] = OrderedDict()
         self._trades = 0
@@ -122,21 +122,16 @@ class MarketState:
                 row["trades"] += 1
             if quote not in USD_LIKE or exchange not in (self.first, self.second):
                 return
-            prev = self._last.get((exchange, base))
+            # Last price per second and exchange; the spread is derived when reading, so trades
+            # that arrive out of time order (different partitions, backfill) still line up.
+            series = self._series.setdefault((exchange, base), {})
+            second = ts // 1000
+            prev = series.get(second)
             if prev is None or ts >= prev[1]:
-                self._last[(exchange, base)] = (price, ts, quote)
-            a, b = self._last.get((self.first, base)), self._last.get((self.second, base))
-            if a is None or b is None or abs(a[1] - b[1]) > PAIR_MAX_SKEW_MS:
-                return
-            spread = b[0] - a[0]
-            mid = (a[0] + b[0]) / 2
-            bps = float(spread / mid * 10000) if mid else 0.0
-            series = self._spreads.setdefault(base, OrderedDict())
-            second = max(a[1], b[1]) // 1000
-            series[second] = (float(spread), bps)
-            series.move_to_end(second)
-            while len(series) > SPREAD_POINTS_MAX:
-                series.popitem(last=False)
+                series[second] = (price, ts)
+            if len(series) > SPREAD_POINTS_MAX * 1.1:
+                for old in sorted(series)[: len(series) - SPREAD_POINTS_MAX]:
+                    del series[old]
 
     def _alert(self, a: dict[str, Any]) -> None:
         alert_id = str(a.get("alert_id") or json.dumps(a, sort_keys=True, default=str))
@@ -157,11 +152,7 @@ class MarketState:
         with self._lock:
             prices = sorted(({k: v for k, v in r.items() if not k.startswith("_")} for r in self._prices.values()),
                             key=lambda r: (r["symbol"], r["exchange"]))
-            spreads = [
-                {"time": datetime.fromtimestamp(sec, UTC), "asset": asset, "spread_usd": s, "spread_bps": bps}
-                for asset, series in sorted(self._spreads.items())
-                for sec, (s, bps) in sorted(series.items())
-            ]
+            spreads = self._spread_points()
             alerts = sorted(self._alerts, key=lambda r: r["time"], reverse=True)
             return Snapshot(
                 status=self.status, prices=prices, spreads=spreads, alerts=alerts,
@@ -169,6 +160,28 @@ class MarketState:
                 trades_seen=self._trades, malformed=self._malformed, missing_topics=self.missing_topics,
                 last_data=self._last_data,
             )
+
+
+    def _spread_points(self) -> list[dict[str, Any]]:
+        """Per asset and second: second-exchange price minus first-exchange price (forward-filled)."""
+        points = []
+        assets = sorted({base for (ex, base) in self._series if ex == self.first}
+                        & {base for (ex, base) in self._series if ex == self.second})
+        for base in assets:
+            a_series, b_series = self._series[(self.first, base)], self._series[(self.second, base)]
+            a = b = None
+            for sec in sorted(a_series.keys() | b_series.keys()):
+                a = a_series.get(sec, a)
+                b = b_series.get(sec, b)
+                if a is None or b is None or abs(a[1] - b[1]) > PAIR_MAX_SKEW_MS:
+                    continue
+                spread = b[0] - a[0]
+                mid = (a[0] + b[0]) / 2
+                points.append({"time": datetime.fromtimestamp(sec, UTC), "asset": base, "spread_usd": float(spread),
+                               "spread_bps": float(spread / mid * 10000) if mid else 0.0})
+            if len(points) > SPREAD_POINTS_MAX * len(assets):
+                break
+        return points
 
 
 def _subject(a: dict[str, Any]) -> str:
