@@ -264,3 +264,25 @@ def test_dashboard_says_kafka_unreachable(browser: Browser, tmp_path: Path) -> N
         print(f"\nunreachable screenshot: {browser.screenshot(ARTIFACTS / 'dashboard-unreachable.png')}")
     finally:
         dashboard.stop()
+
+
+def test_dashboard_waits_for_topics_then_shows_data(kafka_bootstrap: str, browser: Browser, tmp_path: Path) -> None:
+    sfx = uuid.uuid4().hex[:8]
+    trades_t = f"trades.raw.late.{sfx}"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KAFKA_TRADES_TOPIC": trades_t,
+           "KAFKA_ALERTS_TOPIC": f"signals.alerts.late.{sfx}", "KAFKA_ARBITRAGE_TOPIC": f"signals.arbitrage.late.{sfx}"}
+    dashboard = Dashboard(env, tmp_path)
+    try:
+        browser.get(dashboard.url)
+        state = wait_page(browser, lambda s: "Waiting for data" in s["text"], 60, "the waiting banner", dashboard)
+        assert "topics not created yet" in state["text"] and trades_t in state["text"]
+        # Topics created later (auto creation is off) are picked up without a restart.
+        harness.create_topic(kafka_bootstrap, trades_t, partitions=1)
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(trades_t, key="coinbase:SOL-USD", value=json.dumps(_trade("coinbase", "SOL-USD", 101.5, 1)))
+        producer.flush(10)
+        producer.close()
+        wait_page(browser, lambda s: any("SOL-USD" in t and "101.50" in t for t in s["tables"]), 60,
+                  "the late trade", dashboard)
+    finally:
+        dashboard.stop()
