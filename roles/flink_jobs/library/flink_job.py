@@ -1,12 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: cryptomon contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible module: keep one PyFlink job running at a given version on a Flink session cluster."""
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
@@ -24,7 +19,8 @@ description:
     until a job has started from it. A later fresh submission (no job of that name running, for
     example after I(state=absent) or after a failed upgrade) restores from the pending savepoint
     when I(restore=true). Once a job runs from it the savepoint is no longer pending; a job that
-    later fails or is cancelled outside Ansible is resubmitted without state (see the docs).
+    later fails, is cancelled outside Ansible or dies with its JobManager is resumed from its
+    newest retained checkpoint (I(checkpoint_dir)), or starts without state when there is none.
   - After a submission the module waits until the job and all its vertices are C(RUNNING) and stay
     so for I(settle_seconds); otherwise it fails with the JobManager's exception history.
   - Supports check mode (reports the planned action, changes nothing) and diff mode
@@ -217,10 +213,10 @@ import re
 import subprocess
 import time
 import traceback
+from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
 VERSION_LEN = 12
@@ -243,7 +239,7 @@ def short_version(version):
 
 def job_name(name, version):
     """The Flink job name carrying the version: ``<name>@<version[:12]>``."""
-    return "%s@%s" % (name, short_version(version))
+    return f"{name}@{short_version(version)}"
 
 
 def parse_job_name(flink_name):
@@ -335,9 +331,9 @@ def rest_target(rest_url):
 
 def build_run_command(params, flink_name, savepoint=None):
     cmd = [params["flink_bin"], "run", "-d", "-m", rest_target(params["rest_url"]),
-           "-Dpipeline.name=%s" % flink_name]
+           f"-Dpipeline.name={flink_name}"]
     for key in sorted(params.get("flink_options") or {}):
-        cmd.append("-D%s=%s" % (key, params["flink_options"][key]))
+        cmd.append(f"-D{key}={params['flink_options'][key]}")
     if params.get("parallelism"):
         cmd += ["-p", str(params["parallelism"])]
     if params.get("pyexec"):
@@ -370,7 +366,7 @@ def parse_env_file(text):
         if key.startswith("export "):
             key = key[len("export "):].strip()
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise ValueError("line %d is not KEY=value" % number)
+            raise ValueError(f"line {number} is not KEY=value")
         env[key] = value
     return env
 
@@ -397,7 +393,8 @@ def summarize_exceptions(body, limit=3, lines=12):
     entries = (body.get("exceptionHistory") or {}).get("entries") or []
     for entry in entries[:limit]:
         where = entry.get("taskName") or "job"
-        parts.append("[%s] %s" % (where, first_lines(entry.get("stacktrace") or entry.get("exceptionName"), lines)))
+        text = first_lines(entry.get("stacktrace") or entry.get("exceptionName"), lines)
+        parts.append(f"[{where}] {text}")
     if not parts and body.get("root-exception"):
         parts.append(first_lines(body["root-exception"], lines))
     return "\n---\n".join(parts) or "(no exception recorded by the JobManager)"
@@ -419,7 +416,7 @@ def describe(job, version=None):
 
 # --- cluster access ---------------------------------------------------------------------------
 
-class Flink(object):
+class Flink:
     def __init__(self, rest_url, timeout=10):
         self.base = rest_url.rstrip("/")
         self.timeout = timeout
@@ -437,7 +434,7 @@ class Flink(object):
                 detail = first_lines(errors[0], 3) if errors else ""
             except ValueError:
                 pass
-            raise FlinkJobError("%s %s: HTTP %s %s" % (method, path, exc.code, detail))
+            raise FlinkJobError(f"{method} {path}: HTTP {exc.code} {detail}")
         return json.loads(raw) if raw else {}
 
     def wait_reachable(self, timeout):
@@ -447,18 +444,18 @@ class Flink(object):
                 return self.call("/overview")
             except (URLError, OSError, FlinkJobError) as exc:
                 if time.time() >= deadline:
-                    raise FlinkJobError("Flink REST API %s unreachable: %s" % (self.base, to_native(exc)))
+                    raise FlinkJobError(f"Flink REST API {self.base} unreachable: {to_native(exc)}")
             time.sleep(2)
 
     def jobs(self):
         return self.call("/jobs/overview").get("jobs") or []
 
     def job(self, job_id):
-        return self.call("/jobs/%s" % job_id)
+        return self.call(f"/jobs/{job_id}")
 
     def exceptions(self, job_id):
         try:
-            return self.call("/jobs/%s/exceptions?maxExceptions=5" % job_id)
+            return self.call(f"/jobs/{job_id}/exceptions?maxExceptions=5")
         except (FlinkJobError, URLError, OSError):
             return {}
 
@@ -469,24 +466,23 @@ class Flink(object):
             if state in TERMINAL_STATES:
                 return state
             if time.time() >= deadline:
-                raise FlinkJobError("job %s still %s after %ss" % (job_id, state, timeout))
+                raise FlinkJobError(f"job {job_id} still {state} after {timeout}s")
             time.sleep(1)
 
     def stop_with_savepoint(self, job_id, target_dir, timeout):
         body = {"drain": False}
         if target_dir:
             body["targetDirectory"] = target_dir
-        trigger = self.call("/jobs/%s/stop" % job_id, method="POST", body=body)["request-id"]
+        trigger = self.call(f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
         deadline = time.time() + timeout
         while True:
-            done, location, error = savepoint_status(self.call("/jobs/%s/savepoints/%s" % (job_id, trigger)))
+            done, location, error = savepoint_status(self.call(f"/jobs/{job_id}/savepoints/{trigger}"))
             if done and error:
-                raise FlinkJobError("stop-with-savepoint of job %s failed (the job keeps running):\n%s"
-                                    % (job_id, error))
+                raise FlinkJobError(f"stop-with-savepoint of job {job_id} failed (the job keeps running):\n{error}")
             if done:
                 break
             if time.time() >= deadline:
-                raise FlinkJobError("stop-with-savepoint of job %s not done after %ss" % (job_id, timeout))
+                raise FlinkJobError(f"stop-with-savepoint of job {job_id} not done after {timeout}s")
             time.sleep(1)
         self.wait_terminal(job_id, max(30, int(deadline - time.time())))
         return location
@@ -496,7 +492,7 @@ class Flink(object):
         try:
             if self.job(job_id).get("state") not in TERMINAL_STATES:
                 return None
-            latest = (self.call("/jobs/%s/checkpoints" % job_id).get("latest") or {}).get("completed") or {}
+            latest = (self.call(f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("completed") or {}
         except (FlinkJobError, URLError, OSError, ValueError):
             return None
         path = latest.get("external_path")
@@ -505,7 +501,7 @@ class Flink(object):
         return path
 
     def cancel(self, job_id, timeout):
-        self.call("/jobs/%s?mode=cancel" % job_id, method="PATCH")
+        self.call(f"/jobs/{job_id}?mode=cancel", method="PATCH")
         return self.wait_terminal(job_id, timeout)
 
     def wait_started(self, job_id, timeout, settle):
@@ -516,7 +512,7 @@ class Flink(object):
             info = self.job(job_id)
             state = info.get("state")
             if state in TERMINAL_STATES:
-                raise FlinkJobError("job %s is %s:\n%s" % (job_id, state, summarize_exceptions(self.exceptions(job_id))))
+                raise FlinkJobError(f"job {job_id} is {state}:\n{summarize_exceptions(self.exceptions(job_id))}")
             vertices = info.get("vertices") or []
             running = state == "RUNNING" and vertices and all(
                 v.get("status") in ("RUNNING", "FINISHED") for v in vertices)
@@ -529,15 +525,14 @@ class Flink(object):
             else:
                 since = None
             if time.time() >= deadline:
-                raise FlinkJobError("job %s not running after %ss (state %s):\n%s" % (
-                    job_id, timeout, state, summarize_exceptions(self.exceptions(job_id))))
+                raise FlinkJobError(f"job {job_id} not running after {timeout}s (state {state}):\n{summarize_exceptions(self.exceptions(job_id))}")
             time.sleep(1)
 
 
 # --- state file -------------------------------------------------------------------------------
 
 def state_path(state_dir, name):
-    return os.path.join(state_dir, "%s.state.json" % name) if state_dir else None
+    return os.path.join(state_dir, f"{name}.state.json") if state_dir else None
 
 
 def read_state(path):
@@ -568,11 +563,11 @@ def drop_privileges(user, env):
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        raise FlinkJobError("run_as: no user %r" % user)
+        raise FlinkJobError(f"run_as: no user {user!r}")
     if os.geteuid() == entry.pw_uid:
         return {}
     if os.geteuid() != 0:
-        raise FlinkJobError("run_as=%s needs the module to run as root (become: true)" % user)
+        raise FlinkJobError(f"run_as={user} needs the module to run as root (become: true)")
     env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
     groups = [g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem]
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [entry.pw_gid] + groups,
@@ -595,71 +590,69 @@ def submit(module, params, flink_name, savepoint):
         try:
             with open(params["env_file"]) as handle:
                 env.update(parse_env_file(handle.read()))
-        except (IOError, OSError, ValueError) as exc:
-            raise FlinkJobError("env_file %s: %s" % (params["env_file"], to_native(exc)))
+        except (OSError, ValueError) as exc:
+            raise FlinkJobError("env_file {}: {}".format(params["env_file"], to_native(exc)))
     env.update({k: str(v) for k, v in (params["env"] or {}).items()})
     kwargs = {}
     if params.get("run_as"):
         kwargs = drop_privileges(params["run_as"], env)
     try:
-        res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             timeout=params["submit_timeout"], universal_newlines=True, check=False,
+        res = subprocess.run(cmd, env=env, capture_output=True, timeout=params["submit_timeout"], text=True, check=False,
                              **kwargs)
     except subprocess.TimeoutExpired:
-        raise FlinkJobError("flink run did not return within %ss" % params["submit_timeout"])
+        raise FlinkJobError("flink run did not return within {}s".format(params["submit_timeout"]))
     except OSError as exc:
-        raise FlinkJobError("cannot run %s: %s" % (cmd[0], to_native(exc)))
+        raise FlinkJobError(f"cannot run {cmd[0]}: {to_native(exc)}")
     job_id = parse_job_id(res.stdout) or parse_job_id(res.stderr)
     if res.returncode != 0 or not job_id:
-        raise FlinkJobError("flink run failed (rc=%s):\n%s\n%s" % (
-            res.returncode, res.stdout[-3000:], res.stderr[-3000:]))
+        raise FlinkJobError(f"flink run failed (rc={res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return cmd, job_id
 
 
 def run_module():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="running", choices=["running", "absent"]),
-            version=dict(type="str"),
-            py_file=dict(type="path"),
-            args=dict(type="list", elements="str", default=[]),
-            env=dict(type="dict", default={}),
-            env_file=dict(type="path"),
-            pyfs=dict(type="list", elements="str", default=[]),
-            parallelism=dict(type="int"),
-            flink_options=dict(type="dict", default={}),
-            rest_url=dict(type="str", default="http://127.0.0.1:8081"),
-            flink_bin=dict(type="path", default="flink"),
-            flink_env=dict(type="dict", default={}),
-            pyexec=dict(type="path"),
-            savepoint_dir=dict(type="str"),
-            state_dir=dict(type="path"),
-            restore=dict(type="bool", default=True),
-            restore_from=dict(type="str"),
-            checkpoint_dir=dict(type="str"),
-            run_as=dict(type="str"),
-            allow_non_restored_state=dict(type="bool", default=False),
-            submit_timeout=dict(type="int", default=300),
-            start_timeout=dict(type="int", default=180),
-            settle_seconds=dict(type="int", default=5),
-            savepoint_timeout=dict(type="int", default=600),
-            rest_timeout=dict(type="int", default=60),
-        ),
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "state": {"type": "str", "default": "running", "choices": ["running", "absent"]},
+            "version": {"type": "str"},
+            "py_file": {"type": "path"},
+            "args": {"type": "list", "elements": "str", "default": []},
+            "env": {"type": "dict", "default": {}},
+            "env_file": {"type": "path"},
+            "pyfs": {"type": "list", "elements": "str", "default": []},
+            "parallelism": {"type": "int"},
+            "flink_options": {"type": "dict", "default": {}},
+            "rest_url": {"type": "str", "default": "http://127.0.0.1:8081"},
+            "flink_bin": {"type": "path", "default": "flink"},
+            "flink_env": {"type": "dict", "default": {}},
+            "pyexec": {"type": "path"},
+            "savepoint_dir": {"type": "str"},
+            "state_dir": {"type": "path"},
+            "restore": {"type": "bool", "default": True},
+            "restore_from": {"type": "str"},
+            "checkpoint_dir": {"type": "str"},
+            "run_as": {"type": "str"},
+            "allow_non_restored_state": {"type": "bool", "default": False},
+            "submit_timeout": {"type": "int", "default": 300},
+            "start_timeout": {"type": "int", "default": 180},
+            "settle_seconds": {"type": "int", "default": 5},
+            "savepoint_timeout": {"type": "int", "default": 600},
+            "rest_timeout": {"type": "int", "default": 60},
+        },
         required_if=[("state", "running", ("version", "py_file"))],
         supports_check_mode=True,
     )
     p = module.params
     name = p["name"]
     if not name or "@" in name:
-        module.fail_json(msg="name must be non-empty and must not contain '@': %r" % name)
+        module.fail_json(msg=f"name must be non-empty and must not contain '@': {name!r}")
     if p["state"] == "running" and not short_version(p["version"]).strip():
         module.fail_json(msg="version must not be empty")
     flink = Flink(p["rest_url"])
     path = state_path(p["state_dir"], name)
     saved = read_state(path)
     flink_name = job_name(name, p["version"]) if p["state"] == "running" else None
-    result = dict(changed=False, action="none", job_id=None, savepoint=None, stopped=[])
+    result = {"changed": False, "action": "none", "job_id": None, "savepoint": None, "stopped": []}
     if flink_name:
         result["job_name"] = flink_name
 
@@ -671,7 +664,7 @@ def run_module():
         except (URLError, OSError, FlinkJobError) as exc:
             if not module.check_mode:
                 raise
-            module.warn("Flink REST API unreachable (%s); check mode assumes no job runs" % to_native(exc))
+            module.warn(f"Flink REST API unreachable ({to_native(exc)}); check mode assumes no job runs")
             jobs = []
         decision = plan(jobs, name, p["version"], p["state"])
         before_job = decision["keep"] or (decision["stop"][0] if decision["stop"] else None)
@@ -697,7 +690,7 @@ def run_module():
                     would = resume_point(flink, p, saved)
                 running = [j for j in decision["stop"] if j["state"] == "RUNNING"]
                 if running:
-                    would = "(savepoint of job %s)" % running[0]["jid"]
+                    would = "(savepoint of job {})".format(running[0]["jid"])
                 result["command"] = build_run_command(p, flink_name, would)
                 result["restored_from"] = would
             module.exit_json(**result)
@@ -734,9 +727,8 @@ def run_module():
             actual = flink.job(job_id).get("name")
             if actual != flink_name:
                 flink.cancel(job_id, p["savepoint_timeout"])
-                raise FlinkJobError("the submitted job is named %r, not %r: the job code must not set its "
-                                    "own name (pipeline.name / execute(name)); job %s cancelled"
-                                    % (actual, flink_name, job_id))
+                raise FlinkJobError(f"the submitted job is named {actual!r}, not {flink_name!r}: the job code must not set its "
+                                    f"own name (pipeline.name / execute(name)); job {job_id} cancelled")
             flink.wait_started(job_id, p["start_timeout"], p["settle_seconds"])
             saved.update(name=name, version=p["version"], job_id=job_id, job_name=flink_name,
                          submitted_time=int(time.time()), restored_from=start_from)
@@ -747,10 +739,10 @@ def run_module():
     except FlinkJobError as exc:
         result["msg"] = to_native(exc)
         if saved.get("pending_savepoint"):
-            result["msg"] += "\nPending savepoint (used by the next submission): %s" % saved["pending_savepoint"]
+            result["msg"] += "\nPending savepoint (used by the next submission): {}".format(saved["pending_savepoint"])
         module.fail_json(**result)
     except (URLError, OSError) as exc:
-        module.fail_json(msg="Flink REST API %s: %s" % (p["rest_url"], to_native(exc)),
+        module.fail_json(msg="Flink REST API {}: {}".format(p["rest_url"], to_native(exc)),
                          exception=traceback.format_exc(), **result)
     module.exit_json(**result)
 

@@ -1,0 +1,212 @@
+"""Pure logic of the flink_job module: job names, the decision table, command lines, parsing."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "flink_job", REPO / "roles" / "flink_jobs" / "library" / "flink_job.py")
+fj = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fj)
+
+V1 = "1111111111111111aaaa"
+V2 = "2222222222222222bbbb"
+
+
+def job(jid, name, state="RUNNING", start=0):
+    return {"jid": jid, "name": name, "state": state, "start-time": start}
+
+
+# --- names -----------------------------------------------------------------------------------
+
+def test_job_name_carries_the_short_version():
+    assert fj.job_name("anomaly_detector", V1) == "anomaly_detector@111111111111"
+
+
+@pytest.mark.parametrize("flink_name, parsed", [
+    ("anomaly_detector@111111111111", ("anomaly_detector", "111111111111")),
+    ("anomaly_detector", ("anomaly_detector", None)),
+    ("insert-into_default_catalog.default_database.sink", ("insert-into_default_catalog.default_database.sink", None)),
+    ("a@b@c", ("a@b", "c")),
+    ("", ("", None)),
+])
+def test_parse_job_name(flink_name, parsed):
+    assert fj.parse_job_name(flink_name) == parsed
+
+
+def test_jobs_of_ignores_other_names_terminal_jobs_and_prefixes():
+    jobs = [
+        job("a", "counter@111111111111", start=1),
+        job("b", "counter2@111111111111"),
+        job("c", "counter@000000000000", "FINISHED"),
+        job("d", "counter@222222222222", "RESTARTING", start=5),
+        job("e", "other"),
+    ]
+    assert [j["jid"] for j in fj.jobs_of(jobs, "counter")] == ["d", "a"]
+
+
+# --- decision table --------------------------------------------------------------------------
+
+def test_nothing_running_submits():
+    p = fj.plan([], "counter", V1, "running")
+    assert p == {"action": "submitted", "keep": None, "stop": [], "submit": True}
+
+
+def test_same_version_running_is_left_alone():
+    running = job("a", fj.job_name("counter", V1))
+    p = fj.plan([running, job("z", "counter@999999999999", "CANCELED")], "counter", V1, "running")
+    assert p["action"] == "none" and p["keep"] is running and p["stop"] == [] and not p["submit"]
+
+
+def test_same_version_still_starting_is_kept_not_resubmitted():
+    starting = job("a", fj.job_name("counter", V1), "INITIALIZING")
+    p = fj.plan([starting], "counter", V1, "running")
+    assert p["action"] == "none" and p["keep"] is starting
+
+
+def test_other_version_is_upgraded():
+    old = job("a", fj.job_name("counter", V1))
+    p = fj.plan([old], "counter", V2, "running")
+    assert p == {"action": "upgraded", "keep": None, "stop": [old], "submit": True}
+
+
+def test_unversioned_job_of_that_name_is_adopted_by_an_upgrade():
+    manual = job("a", "counter")
+    assert fj.plan([manual], "counter", V1, "running")["action"] == "upgraded"
+
+
+def test_duplicates_are_stopped_and_the_newest_current_one_kept():
+    old = job("a", fj.job_name("counter", V1), start=1)
+    cur_old = job("b", fj.job_name("counter", V2), start=2)
+    cur_new = job("c", fj.job_name("counter", V2), start=3)
+    p = fj.plan([old, cur_old, cur_new], "counter", V2, "running")
+    assert p["action"] == "stopped" and p["keep"] is cur_new
+    assert [j["jid"] for j in p["stop"]] == ["b", "a"] and not p["submit"]
+
+
+def test_absent_stops_every_job_of_the_name():
+    jobs = [job("a", fj.job_name("counter", V1)), job("b", "counter@x", "RESTARTING")]
+    p = fj.plan(jobs, "counter", None, "absent")
+    assert p["action"] == "stopped" and len(p["stop"]) == 2 and not p["submit"]
+    assert fj.plan([], "counter", None, "absent")["action"] == "none"
+
+
+def test_restore_order():
+    stopped = [{"id": "a", "savepoint": None}, {"id": "b", "savepoint": "file:/sp/new"}]
+    assert fj.restore_point(stopped, "file:/sp/pending", True, "file:/sp/explicit") == "file:/sp/new"
+    assert fj.restore_point([], "file:/sp/pending", True, "file:/sp/explicit") == "file:/sp/explicit"
+    assert fj.restore_point([], "file:/sp/pending", True, None) == "file:/sp/pending"
+    assert fj.restore_point([], "file:/sp/pending", False, None) is None
+
+
+# --- command line and parsing ----------------------------------------------------------------
+
+PARAMS = {
+    "flink_bin": "/opt/flink/bin/flink", "rest_url": "http://jm.example:8081/", "parallelism": 2,
+    "pyexec": "/opt/flink/venv/bin/python", "py_file": "/opt/jobs/job.py", "args": ["--x", "1"],
+    "pyfs": ["/opt/jobs/a.py", "/opt/jobs/b.zip"], "flink_options": {"b.key": "2", "a.key": "1"},
+    "allow_non_restored_state": False,
+}
+
+
+def test_run_command_fresh():
+    assert fj.build_run_command(PARAMS, "job@111111111111") == [
+        "/opt/flink/bin/flink", "run", "-d", "-m", "jm.example:8081", "-Dpipeline.name=job@111111111111",
+        "-Da.key=1", "-Db.key=2", "-p", "2",
+        "-pyexec", "/opt/flink/venv/bin/python", "-pyclientexec", "/opt/flink/venv/bin/python",
+        "-pyfs", "/opt/jobs/a.py,/opt/jobs/b.zip", "-py", "/opt/jobs/job.py", "--x", "1",
+    ]
+
+
+def test_run_command_from_savepoint():
+    cmd = fj.build_run_command(PARAMS, "job@1", "file:/sp/savepoint-1")
+    assert cmd[cmd.index("-s") + 1] == "file:/sp/savepoint-1" and "-n" not in cmd
+    cmd = fj.build_run_command(dict(PARAMS, allow_non_restored_state=True), "job@1", "file:/sp/s")
+    assert cmd[cmd.index("-s") + 2] == "-n"
+    assert "-n" not in fj.build_run_command(dict(PARAMS, allow_non_restored_state=True), "job@1")
+
+
+def test_minimal_run_command():
+    params = {"flink_bin": "flink", "rest_url": "http://127.0.0.1:8081", "py_file": "/j.py"}
+    assert fj.build_run_command(params, "j@1") == [
+        "flink", "run", "-d", "-m", "127.0.0.1:8081", "-Dpipeline.name=j@1", "-py", "/j.py"]
+
+
+def test_parse_job_id():
+    out = "stateful_counter tag=v1\nJob has been submitted with JobID 3a3fd8dd1f6f81adbc263d53badb7528\n"
+    assert fj.parse_job_id(out) == "3a3fd8dd1f6f81adbc263d53badb7528"
+    assert fj.parse_job_id("Traceback ...") is None
+
+
+def test_parse_env_file():
+    text = "# comment\n\nA=1\nexport B = x=y \nC=\n"
+    assert fj.parse_env_file(text) == {"A": "1", "B": " x=y", "C": ""}
+    with pytest.raises(ValueError, match="line 1"):
+        fj.parse_env_file("no equals sign")
+    with pytest.raises(ValueError, match="line 2"):
+        fj.parse_env_file("A=1\n1BAD=2")
+
+
+def test_savepoint_status():
+    assert fj.savepoint_status({"status": {"id": "IN_PROGRESS"}}) == (False, None, None)
+    done = {"status": {"id": "COMPLETED"}, "operation": {"location": "file:/sp/savepoint-1"}}
+    assert fj.savepoint_status(done) == (True, "file:/sp/savepoint-1", None)
+    failed = {"status": {"id": "COMPLETED"}, "operation": {"failure-cause": {
+        "class": "java.util.concurrent.CompletionException",
+        "stack-trace": "java.util.concurrent.CompletionException: CheckpointException: not running\n\tat x\n" * 5}}}
+    finished, location, error = fj.savepoint_status(failed)
+    assert finished and location is None and error.startswith("java.util.concurrent.CompletionException")
+    assert len(error.splitlines()) == 6
+
+
+def test_summarize_exceptions():
+    body = {"exceptionHistory": {"entries": [
+        {"exceptionName": "java.lang.NumberFormatException", "taskName": "GroupAggregate (1/1)",
+         "stacktrace": "java.lang.NumberFormatException: For input string: \"x\"\n\tat a\n"},
+        {"exceptionName": "java.lang.RuntimeException", "stacktrace": "java.lang.RuntimeException: boom"},
+    ], "truncated": False}}
+    text = fj.summarize_exceptions(body)
+    assert "[GroupAggregate (1/1)] java.lang.NumberFormatException" in text and "[job] java.lang.Runtime" in text
+    assert fj.exception_count(body) == 2
+    assert "no exception" in fj.summarize_exceptions({})
+
+
+def test_rest_target_and_local_path():
+    assert fj.rest_target("http://127.0.0.1:8081") == "127.0.0.1:8081"
+    assert fj.rest_target("https://jm:8443/base/") == "jm:8443"
+    assert fj.local_path("file:///var/lib/flink/cp") == "/var/lib/flink/cp"
+    assert fj.local_path("file:/var/lib/flink/cp") == "/var/lib/flink/cp"
+    assert fj.local_path("/var/lib/flink/cp") == "/var/lib/flink/cp"
+    assert fj.local_path("s3://bucket/cp") is None
+
+
+def test_latest_checkpoint_in(tmp_path):
+    jid = "3a3fd8dd1f6f81adbc263d53badb7528"
+    for n, complete in ((2, True), (10, True), (11, False)):
+        d = tmp_path / jid / f"chk-{n}"
+        d.mkdir(parents=True)
+        if complete:
+            (d / "_metadata").write_bytes(b"x")
+    (tmp_path / jid / "shared").mkdir()
+    assert fj.latest_checkpoint_in(f"file://{tmp_path}", jid) == f"file://{tmp_path}/{jid}/chk-10"
+    assert fj.latest_checkpoint_in(f"file://{tmp_path}", "0" * 32) is None
+    assert fj.latest_checkpoint_in("s3://bucket/cp", jid) is None
+
+
+def test_describe_for_diff():
+    assert fj.describe(None) == {"job_id": None, "state": "absent", "version": None}
+    assert fj.describe(job("a", "counter@111111111111")) == {
+        "job_id": "a", "state": "RUNNING", "version": "111111111111"}
+
+
+def test_state_file_roundtrip(tmp_path):
+    path = fj.state_path(str(tmp_path), "counter")
+    assert fj.read_state(path) == {}
+    fj.write_state(path, {"pending_savepoint": "file:/sp/1"})
+    assert fj.read_state(path) == {"pending_savepoint": "file:/sp/1"}
+    assert oct(Path(path).stat().st_mode & 0o777) == "0o640"
+    assert fj.state_path(None, "counter") is None
