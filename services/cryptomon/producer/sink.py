@@ -68,6 +68,8 @@ class KafkaSink:
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
+            # librdkafka would print every failed connect attempt; error_cb logs them rate-limited.
+            "log_level": 2,
         }
         conf.update(extra or {})
         self._producer = Producer(conf)

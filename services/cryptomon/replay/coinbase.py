@@ -42,6 +42,9 @@ class _Conn:
         self.heartbeat: set[str] = set()
         self.subscribed = threading.Event()
         self.opened = time.monotonic()
+        # Held from choosing what to send until it is sent, so the request thread's
+        # last_match and the writer's matches never overtake each other.
+        self.order = threading.Lock()
 
 
 class CoinbaseReplay(ReplayServer):
@@ -55,6 +58,7 @@ class CoinbaseReplay(ReplayServer):
         self.ping_interval = ping_interval
         self.error_next_subscribes = 0
         self.subscribe_requests: list[dict] = []
+        self.sent: set[tuple[str, int]] = set()  # (product, trade id) delivered to some client
         self._conns: dict[WSConnection, _Conn] = {}
 
     def ready_count(self, subscribed: bool = True) -> int:
@@ -118,6 +122,13 @@ class CoinbaseReplay(ReplayServer):
         if req["type"] == "subscribe" and self.error_next_subscribes > 0:
             self.error_next_subscribes -= 1
             return self._error(conn, "Failed to subscribe", "injected failure")
+        with conn.order:
+            self._apply(conn, req, wanted)
+        with self.cond:
+            self.cond.notify_all()
+        return None
+
+    def _apply(self, conn: _Conn, req: dict, wanted: list[tuple[str, list[str]]]) -> None:
         last_matches = []
         with self.cond:
             for name, products in wanted:
@@ -137,11 +148,9 @@ class CoinbaseReplay(ReplayServer):
         conn.ws.send_text(json.dumps({"type": "subscriptions", "channels": channels}))
         for event in last_matches:
             conn.ws.send_text(json.dumps(event))
+            self.sent.add((event["product_id"], event["trade_id"]))
         self.stats.subscribes += 1
         conn.subscribed.set()
-        with self.cond:
-            self.cond.notify_all()
-        return None
 
     def _writer(self, conn: _Conn) -> None:
         ws = conn.ws
@@ -154,12 +163,16 @@ class CoinbaseReplay(ReplayServer):
                     ws.close(1008, "subscribe timeout")
                     return
                 batch: list[str] = []
+                ids: list[tuple[str, int]] = []
                 now = time.monotonic()
                 with self.cond:
                     self.cond.wait(0.05)
+                conn.order.acquire()
+                with self.cond:
                     for product, index in list(conn.matches.items()):
                         trades, conn.matches[product] = self.markets[product].since(index)
                         batch += [json.dumps(match_event(product, t)) for t in trades]
+                        ids += [(product, t.trade_id) for t in trades]
                     if now >= next_beat:
                         for product in sorted(conn.heartbeat):
                             m = self.market(product)
@@ -167,9 +180,13 @@ class CoinbaseReplay(ReplayServer):
                                 "type": "heartbeat", "sequence": m.sequence - 1, "last_trade_id": m.next_id - 1,
                                 "product_id": product, "time": iso(time.time_ns() // 1_000_000)}))
                         next_beat = now + self.heartbeat_interval
-                if batch:
-                    ws.send_frames(batch)
-                    self.stats.trades_sent += len(batch)
+                try:
+                    if batch:
+                        ws.send_frames(batch)
+                        self.stats.trades_sent += len(batch)
+                        self.sent.update(ids)
+                finally:
+                    conn.order.release()
                 if now >= next_ping:
                     ws.ping(b"cb")
                     self.stats.pings += 1
