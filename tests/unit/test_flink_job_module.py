@@ -74,6 +74,13 @@ def test_other_version_is_upgraded():
     assert p == {"action": "upgraded", "keep": None, "stop": [old], "submit": True}
 
 
+def test_force_resubmits_the_current_version_through_a_savepoint():
+    running = job("a", fj.job_name("counter", V1))
+    p = fj.plan([running], "counter", V1, "running", force=True)
+    assert p == {"action": "upgraded", "keep": None, "stop": [running], "submit": True}
+    assert fj.plan([], "counter", V1, "running", force=True)["action"] == "submitted"
+
+
 def test_unversioned_job_of_that_name_is_adopted_by_an_upgrade():
     manual = job("a", "counter")
     assert fj.plan([manual], "counter", V1, "running")["action"] == "upgraded"

@@ -116,6 +116,12 @@ options:
     description:
       - Run C(flink run) (and so the job's Python driver) as this user when the module runs as root.
     type: str
+  force:
+    description:
+      - Stop the job with a savepoint and resubmit it from that savepoint even when it already
+        runs at I(version) (for example to pick up a new connector jar). Always reports a change.
+    type: bool
+    default: false
   allow_non_restored_state:
     description: Pass C(--allowNonRestoredState) when submitting from a savepoint (needed when operators were removed).
     type: bool
@@ -256,20 +262,21 @@ def jobs_of(jobs, name):
     return sorted(mine, key=lambda j: j.get("start-time", 0), reverse=True)
 
 
-def plan(jobs, name, version, state):
+def plan(jobs, name, version, state, force=False):
     """Decide what to do. Returns a dict:
 
     action: none | submitted | upgraded | stopped
     keep:   the job already running at `version` (or None)
     stop:   jobs to stop, newest first (with a savepoint if RUNNING, else cancelled)
     submit: whether a new job must be submitted
+    force:  resubmit (through a savepoint) even if the version already runs
     """
     mine = jobs_of(jobs, name)
     if state == "absent":
         return {"action": "stopped" if mine else "none", "keep": None, "stop": mine, "submit": False}
     want = short_version(version)
     current = [j for j in mine if parse_job_name(j["name"])[1] == want]
-    if current:
+    if current and not force:
         keep = current[0]
         others = [j for j in mine if j["jid"] != keep["jid"]]
         return {"action": "stopped" if others else "none", "keep": keep, "stop": others, "submit": False}
@@ -633,6 +640,7 @@ def run_module():
             "checkpoint_dir": {"type": "str"},
             "run_as": {"type": "str"},
             "allow_non_restored_state": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
             "submit_timeout": {"type": "int", "default": 300},
             "start_timeout": {"type": "int", "default": 180},
             "settle_seconds": {"type": "int", "default": 5},
@@ -666,7 +674,7 @@ def run_module():
                 raise
             module.warn(f"Flink REST API unreachable ({to_native(exc)}); check mode assumes no job runs")
             jobs = []
-        decision = plan(jobs, name, p["version"], p["state"])
+        decision = plan(jobs, name, p["version"], p["state"], p["force"])
         before_job = decision["keep"] or (decision["stop"][0] if decision["stop"] else None)
         result["action"] = decision["action"]
         result["changed"] = decision["action"] != "none"
