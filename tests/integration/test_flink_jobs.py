@@ -89,14 +89,15 @@ def iso(ms: int) -> str:
 
 # --- job control -------------------------------------------------------------------------
 
-def submit(cluster: harness.FlinkCluster, script: Path, args: list[str], savepoint: str | None = None) -> str:
+def submit(cluster: harness.FlinkCluster, script: Path, args: list[str], savepoint: str | None = None,
+           env: dict[str, str] | None = None) -> str:
     """`flink run -d [-s savepoint] -py <job> args`: the command the Ansible role runs."""
     cmd = [str(harness.flink_home() / "bin" / "flink"), "run", "-m", cluster.rest_url.removeprefix("http://"),
            "-pyexec", sys.executable, "-pyclientexec", sys.executable, "-d"]
     if savepoint:
         cmd += ["-s", savepoint]
     cmd += ["-py", str(script), *args]
-    res = subprocess.run(cmd, check=False, env=cluster.env, capture_output=True, text=True, timeout=180)
+    res = subprocess.run(cmd, check=False, env={**cluster.env, **(env or {})}, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, f"flink run failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     job_ids = [line.split()[-1] for line in res.stdout.splitlines() if "JobID" in line]
     assert job_ids, res.stdout[-3000:]
@@ -283,3 +284,144 @@ def test_anomaly_detector(kafka_bootstrap: str, flink_clean: harness.FlinkCluste
     ]
     read_alerts(bootstrap, out_topic, len(expected3))
     assert_alerts(read_all_alerts(bootstrap, out_topic), expected3)
+
+
+# --- arbitrage detector ------------------------------------------------------------------
+
+def arbitrage(asset: str, k: int, binance: list[tuple[str, str, int]], coinbase: list[tuple[str, str, int]],
+              threshold: str, demo: bool = False) -> dict:
+    """Expected alert from each side's (price, size, ts) trades, computed independently."""
+    def side(trades: list[tuple[str, str, int]]) -> tuple[Decimal, int, Decimal, int]:
+        volume = sum(Decimal(s) for _, s, _ in trades)
+        vwap = sum(Decimal(p) * Decimal(s) for p, s, _ in trades) / volume
+        return vwap.quantize(Decimal("1e-10"), rounding=ROUND_HALF_UP), len(trades), volume, max(t for *_, t in trades)
+
+    b, c = side(binance), side(coinbase)
+    buy, sell = (("binance", b), ("coinbase", c)) if b[0] < c[0] else (("coinbase", c), ("binance", b))
+    spread = sell[1][0] - buy[1][0]
+    return {
+        "alert_id": f"arbitrage:{asset}:{T0 + 10_000 * k}", "alert_type": "arbitrage", "schema_version": 1,
+        "job": "arbitrage-detector", "asset": asset,
+        "window_start": iso(T0 + 10_000 * k), "window_end": iso(T0 + 10_000 * (k + 1)),
+        "window_start_ms": T0 + 10_000 * k, "window_end_ms": T0 + 10_000 * (k + 1),
+        "buy_exchange": buy[0], "buy_price": dec(str(buy[1][0])),
+        "sell_exchange": sell[0], "sell_price": dec(str(sell[1][0])),
+        "spread_usd": dec(str(spread)), "spread_bps": dec(str(spread * 10000 / buy[1][0]), 2),
+        "threshold_usd": threshold, "demo_mode": demo,
+        "binance_price": dec(str(b[0])), "binance_trade_count": b[1], "binance_volume": dec(str(b[2])),
+        "binance_last_trade_ms": b[3],
+        "coinbase_price": dec(str(c[0])), "coinbase_trade_count": c[1], "coinbase_volume": dec(str(c[2])),
+        "coinbase_last_trade_ms": c[3],
+    }
+
+
+def trades_of(exchange: str, symbol: str, spec: list[tuple[str, str, int]]) -> list[dict]:
+    return [trade(exchange, symbol, ts, price, size) for price, size, ts in spec]
+
+
+def test_arbitrage_detector_exactly_once(kafka_bootstrap: str, flink_clean: harness.FlinkCluster) -> None:
+    bootstrap, cluster = kafka_bootstrap, flink_clean
+    trades_topic, out_topic = topics(bootstrap)
+    # exactly-once: alerts are read with read_committed (harness.consume_all).
+    args = common_args(bootstrap, trades_topic, out_topic, "exactly-once") + ["--thresholds", "ETH=5"]
+
+    # Phase 1, produced before the job starts. Coinbase's last trade is in W2, binance goes
+    # on to W5: W2 (and everything) only fires because the quiet coinbase partition and the
+    # empty partition 2 turn idle.
+    btc_b0 = [("43000", "1", w(0, 2000)), ("43100", "1", w(0, 8000)), ("43050", "2", w(0, 9700))]
+    btc_c0 = [("43120", "2", w(0, 8500))]
+    eth_b0_usdc = [("2000", "1", w(0, 3000))]
+    eth_b0_usdt = [("2010", "3", w(0, 7000))]
+    eth_c0 = [("2060", "1", w(0, 9000))]
+    sol_b2, sol_c2 = [("200", "1", w(2, 7000))], [("120", "1", w(2, 6000))]
+    binance1 = [
+        *trades_of("binance", "BTC-USDT", btc_b0[:2]),
+        # W0 trade read after a W1 trade, 500 ms behind: on time
+        send_at(trade("binance", "BTC-USDT", btc_b0[2][2], *btc_b0[2][:2]), w(1, 300)),
+        trade("binance", "SOL-USDT", w(1, 200), "150", "1"),  # W1: no coinbase side
+        trade("binance", "BTC-EUR", w(0, 4000), "30000", "100"),  # not a USD quote: ignored
+        *trades_of("binance", "ETH-USDC", eth_b0_usdc), *trades_of("binance", "ETH-USDT", eth_b0_usdt),
+        trade("binance", "BTC-USDT", w(1, 6000), "43000", "1"),  # W1 spread exactly $50
+        trade("binance", "BTC-USDT", w(2, 8000), "43000", "1"),  # W2 spread $80, coinbase stale
+        trade("binance", "BTC-USDT", w(3, 5000), "44000", "1"),  # W3: coinbase silent
+        *trades_of("binance", "SOL-USDT", sol_b2),
+        *clock("binance", 0, 5),
+    ]
+    coinbase1 = [
+        *trades_of("coinbase", "BTC-USD", btc_c0), *trades_of("coinbase", "ETH-USD", eth_c0),
+        trade("coinbase", "BTC-USD", w(1, 7000), "42950", "1"),
+        trade("coinbase", "BTC-USD", w(2, 4499), "42920", "1"),  # 5001 ms before W2's end: stale
+        *trades_of("coinbase", "SOL-USD", sol_c2),
+        *clock("coinbase", 0, 2),
+    ]
+    for batch in (binance1, coinbase1):
+        assert max_disorder_ms(batch) < OUT_OF_ORDERNESS_MS
+    expected = [
+        arbitrage("BTC", 0, btc_b0, btc_c0, "50"),
+        arbitrage("ETH", 0, eth_b0_usdc + eth_b0_usdt, eth_c0, "5"),
+        arbitrage("SOL", 2, sol_b2, sol_c2, "50"),
+    ]
+    assert expected[0]["spread_usd"] == "70" and expected[1]["spread_bps"] == "261.52"
+    produce(bootstrap, trades_topic, BINANCE, binance1)
+    produce(bootstrap, trades_topic, COINBASE, coinbase1)
+    job = submit(cluster, ARBITRAGE, args)
+    assert_alerts(read_alerts(bootstrap, out_topic, 3), expected)
+
+    # Phase 2, live: a late binance trade for W1 that would lift its spread to $150 is
+    # dropped. Binance stays inside W6, so the coinbase trades sent after it are on time.
+    btc_b6 = [("43000", "1", w(6, 2000)), ("43000", "1", w(6, 8000))]
+    btc_c6 = [("42900.5", "1", w(6, 7000))]
+    eth_c8 = [("2100", "1", w(8, 6000))]  # W8's binance side arrives after the savepoint
+    produce(bootstrap, trades_topic, BINANCE,
+            [trade("binance", "BTC-USDT", w(1, 6500), "43200", "1"), *trades_of("binance", "BTC-USDT", btc_b6)])
+    produce(bootstrap, trades_topic, COINBASE,
+            [*trades_of("coinbase", "BTC-USD", btc_c6), *trades_of("coinbase", "ETH-USD", eth_c8),
+             *clock("coinbase", 6, 8)])
+    expected.append(arbitrage("BTC", 6, btc_b6, btc_c6, "50"))
+    assert_alerts(read_alerts(bootstrap, out_topic, 4), expected)
+
+    # Stop with a savepoint; phase 3 arrives meanwhile; resume. ETH W8 joins the coinbase
+    # side kept in the savepoint (exactly 5 s before the window end: still fresh).
+    savepoint = stop_with_savepoint(cluster, job)
+    eth_b8 = [("2000", "1", w(8, 5000))]
+    btc_b9, btc_c9 = [("43000", "1", w(9, 5000))], [("43060", "1", w(9, 6000))]
+    produce(bootstrap, trades_topic, BINANCE,
+            [*trades_of("binance", "ETH-USDT", eth_b8), *trades_of("binance", "BTC-USDT", btc_b9),
+             *clock("binance", 9, 11)])
+    produce(bootstrap, trades_topic, COINBASE, [*trades_of("coinbase", "BTC-USD", btc_c9), *clock("coinbase", 9, 11)])
+    submit(cluster, ARBITRAGE, args, savepoint=savepoint)
+    expected += [arbitrage("ETH", 8, eth_b8, eth_c8, "5"), arbitrage("BTC", 9, btc_b9, btc_c9, "50")]
+    read_alerts(bootstrap, out_topic, len(expected))
+    final = read_all_alerts(bootstrap, out_topic)
+    assert_alerts(final, expected)
+    alert = by_id(final)["arbitrage:BTC:1700000000000"]
+    assert alert["summary"] == ("BTC: buy on binance at 43050, sell on coinbase at 43120, spread $70 (16.26 bps) "
+                                "in 2023-11-14T22:13:20.000Z/2023-11-14T22:13:30.000Z")
+
+
+def test_arbitrage_detector_demo_mode(kafka_bootstrap: str, flink_clean: harness.FlinkCluster) -> None:
+    """ARBITRAGE_DEMO_MODE=true alone switches every asset to $0.1 (overrides ignored)."""
+    bootstrap, cluster = kafka_bootstrap, flink_clean
+    trades_topic, out_topic = topics(bootstrap)
+    args = common_args(bootstrap, trades_topic, out_topic, "at-least-once")
+    btc_b0, btc_c0 = [("43000", "1", w(0, 8000))], [("43000.15", "1", w(0, 8500))]
+    eth_b2, eth_c2 = [("2000", "1", w(2, 8000))], [("2000.11", "2", w(2, 7000))]
+    binance = [*trades_of("binance", "BTC-USDT", btc_b0),
+               trade("binance", "BTC-USDT", w(1, 8000), "43000", "1"),  # W1: exactly $0.1
+               trade("binance", "ETH-USDT", w(1, 8000), "2000", "1"),  # W1: $0.05
+               *trades_of("binance", "ETH-USDT", eth_b2),
+               trade("binance", "BTC-USDT", w(3, 8000), "43000", "1"),  # W3: $0.2, coinbase stale
+               *clock("binance", 0, 5)]
+    coinbase = [*trades_of("coinbase", "BTC-USD", btc_c0),
+                trade("coinbase", "BTC-USD", w(1, 8000), "43000.1", "1"),
+                trade("coinbase", "ETH-USD", w(1, 8000), "2000.05", "1"),
+                *trades_of("coinbase", "ETH-USD", eth_c2),
+                trade("coinbase", "BTC-USD", w(3, 1000), "43000.2", "1"),
+                *clock("coinbase", 0, 5)]
+    produce(bootstrap, trades_topic, BINANCE, binance)
+    produce(bootstrap, trades_topic, COINBASE, coinbase)
+    submit(cluster, ARBITRAGE, args, env={"ARBITRAGE_DEMO_MODE": "true", "ARBITRAGE_THRESHOLDS": "ETH=5"})
+    expected = [arbitrage("BTC", 0, btc_b0, btc_c0, "0.1", demo=True),
+                arbitrage("ETH", 2, eth_b2, eth_c2, "0.1", demo=True)]
+    read_alerts(bootstrap, out_topic, 2)
+    assert_alerts(read_all_alerts(bootstrap, out_topic), expected)
