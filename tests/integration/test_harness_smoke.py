@@ -1,9 +1,8 @@
 """The harness itself: a message goes through the real broker; Flink has free slots."""
 
+import harness
 import pytest
 from confluent_kafka import Producer
-
-import harness
 
 pytestmark = pytest.mark.integration
 
