@@ -29,6 +29,7 @@ class BinanceAdapter(WebSocketAdapter):
         self.symbols = dict(config.binance_symbols)  # BTCUSDT -> BTC-USDT
         self.stream_type = config.binance_stream
         self._next_id = 1
+        self._high = self.dedupe._high  # per-symbol high-water marks of trade ids
 
     def markets(self) -> list[str]:
         return list(self.symbols.values())
@@ -78,9 +79,13 @@ class BinanceAdapter(WebSocketAdapter):
                     or not price.strip("0.") or not qty.strip("0.")):
                 return self._bad("malformed", f"{event} with an invalid field", frame)
             self.last_activity = time.monotonic()
-            if not self.dedupe.is_new(raw, tid):
+            # Deduper.is_new inlined for integer ids: this is the per-trade hot path.
+            high = self._high.get(raw)
+            if high is not None and tid <= high:
+                self.dedupe.duplicates += 1
                 self.stats.duplicates += 1
                 return ()
+            self._high[raw] = tid
             self.stats.trades += 1
             return (Trade("binance", symbol, raw, str(tid), price, qty,
                           "sell" if maker else "buy", ts, received_ms),)

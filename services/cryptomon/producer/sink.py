@@ -51,6 +51,8 @@ class KafkaSink:
         self.fatal: KafkaError | None = None
         self._errors_logged: dict[int, float] = {}
         self._closing = threading.Event()
+        self._keys: dict[str, bytes] = {}
+        self._key_exchange: dict[str, str] = {}
         self._poller: threading.Thread | None = None
         conf: dict = {
             **settings.client_config(),
@@ -123,7 +125,11 @@ class KafkaSink:
 
     def emit(self, trade: Trade) -> None:
         value = trade.to_json()
-        key = trade.key()
+        key = self._keys.get(trade.symbol)
+        if key is None or trade.exchange != self._key_exchange.get(trade.symbol):
+            key = trade.key()  # first time, or a mock run with several exchanges per symbol
+            self._keys[trade.symbol] = key
+            self._key_exchange[trade.symbol] = trade.exchange
         try:
             self._produce(self.topic, value, key)
         except BufferError:
