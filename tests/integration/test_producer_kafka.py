@@ -211,7 +211,7 @@ def test_missing_topic_then_sigterm_flushes_everything(kafka_bootstrap, tmp_path
     msgs = harness.consume_all(kafka_bootstrap, topic, expected=produced, timeout=60)
     assert len(msgs) == produced  # everything handed to the producer before SIGTERM was delivered
     keys = collections.Counter(m.key().decode() for m in msgs)
-    assert set(keys) == {f"{e}:{s}" for e in ("mock-binance", "mock-coinbase") for s in ("BTC-USDT", "ETH-USDT")}
+    assert set(keys) == {f"{e}:{s}" for e in ("binance", "coinbase") for s in ("BTC-USDT", "ETH-USDT")}
 
 
 def test_kafka_unreachable_at_start_waits_and_exits_cleanly(tmp_path):

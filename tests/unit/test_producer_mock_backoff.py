@@ -29,18 +29,18 @@ def test_mock_is_seeded_and_valid():
     assert pa != prices(c, 50)
     trades = a.next_trades(0.0)
     assert {(t.exchange, t.symbol) for t in trades} == {
-        (e, s) for e in ("mock-binance", "mock-coinbase") for s in ("BTC-USDT", "ETH-USDT")}
+        (e, s) for e in ("binance", "coinbase") for s in ("BTC-USDT", "ETH-USDT")}
     for t in trades:
         t.validate()
         assert t.raw_symbol == t.symbol.replace("-", "")
-    ids = [int(t.trade_id) for t in a.next_trades(0.0) if t.exchange == "mock-binance" and t.symbol == "BTC-USDT"]
-    assert ids[0] > int(next(t.trade_id for t in trades if t.exchange == "mock-binance" and t.symbol == "BTC-USDT"))
+    ids = [int(t.trade_id) for t in a.next_trades(0.0) if t.exchange == "binance" and t.symbol == "BTC-USDT"]
+    assert ids[0] > int(next(t.trade_id for t in trades if t.exchange == "binance" and t.symbol == "BTC-USDT"))
 
 
 def spread_bps(adapter: MockAdapter, elapsed: float) -> float:
     trades = adapter.next_trades(elapsed)
     by = {(t.exchange, t.symbol): Decimal(t.price) for t in trades}
-    a, b = by[("mock-binance", "BTC-USDT")], by[("mock-coinbase", "BTC-USDT")]
+    a, b = by[("binance", "BTC-USDT")], by[("coinbase", "BTC-USDT")]
     return float((b - a) / a * 10_000)
 
 

@@ -125,7 +125,7 @@ def _list(env: Mapping[str, str], name: str, default: str) -> list[str]:
 
 @dataclass(frozen=True)
 class MockConfig:
-    exchanges: tuple[str, ...] = ("mock-binance", "mock-coinbase")
+    exchanges: tuple[str, ...] = ("binance", "coinbase")
     symbols: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")
     rate: float = 5.0            # trades per second per exchange and symbol
     seed: int = 42
@@ -161,7 +161,7 @@ class ProducerConfig:
             raise ConfigError(f"BINANCE_STREAM_TYPE: {stream!r} is not trade or aggTrade")
         products = tuple(dict.fromkeys(coinbase_product(p) for p in _list(env, "COINBASE_PRODUCTS", "BTC-USD,ETH-USD")))
         default_stale = {"binance": 30.0, "coinbase": 10.0, "mock": 30.0}[exchange]
-        mock_exchanges = tuple(_list(env, "MOCK_EXCHANGES", "mock-binance,mock-coinbase"))
+        mock_exchanges = tuple(_list(env, "MOCK_EXCHANGES", "binance,coinbase"))
         for name in mock_exchanges:
             if not _EXCHANGE_NAME.fullmatch(name):
                 raise ConfigError(f"MOCK_EXCHANGES: {name!r} is not a lowercase name")
