@@ -90,7 +90,9 @@ def restored_path(flink, job_id: str) -> str | None:
 
 
 def same_savepoint(a: str, b: str) -> bool:
-    norm = lambda p: p.replace("file:///", "/").replace("file:/", "/").rstrip("/")
+    def norm(path: str) -> str:
+        return path.replace("file:///", "/").replace("file:/", "/").rstrip("/")
+
     return norm(a) == norm(b)
 
 

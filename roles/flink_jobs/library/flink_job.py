@@ -441,7 +441,7 @@ class Flink:
                 detail = first_lines(errors[0], 3) if errors else ""
             except ValueError:
                 pass
-            raise FlinkJobError(f"{method} {path}: HTTP {exc.code} {detail}")
+            raise FlinkJobError(f"{method} {path}: HTTP {exc.code} {detail}") from None
         return json.loads(raw) if raw else {}
 
     def wait_reachable(self, timeout):
@@ -451,7 +451,7 @@ class Flink:
                 return self.call("/overview")
             except (URLError, OSError, FlinkJobError) as exc:
                 if time.time() >= deadline:
-                    raise FlinkJobError(f"Flink REST API {self.base} unreachable: {to_native(exc)}")
+                    raise FlinkJobError(f"Flink REST API {self.base} unreachable: {to_native(exc)}") from exc
             time.sleep(2)
 
     def jobs(self):
@@ -570,7 +570,7 @@ def drop_privileges(user, env):
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        raise FlinkJobError(f"run_as: no user {user!r}")
+        raise FlinkJobError(f"run_as: no user {user!r}") from None
     if os.geteuid() == entry.pw_uid:
         return {}
     if os.geteuid() != 0:
@@ -598,7 +598,7 @@ def submit(module, params, flink_name, savepoint):
             with open(params["env_file"]) as handle:
                 env.update(parse_env_file(handle.read()))
         except (OSError, ValueError) as exc:
-            raise FlinkJobError("env_file {}: {}".format(params["env_file"], to_native(exc)))
+            raise FlinkJobError(f"env_file {params['env_file']}: {to_native(exc)}") from exc
     env.update({k: str(v) for k, v in (params["env"] or {}).items()})
     kwargs = {}
     if params.get("run_as"):
@@ -607,9 +607,9 @@ def submit(module, params, flink_name, savepoint):
         res = subprocess.run(cmd, env=env, capture_output=True, timeout=params["submit_timeout"], text=True, check=False,
                              **kwargs)
     except subprocess.TimeoutExpired:
-        raise FlinkJobError("flink run did not return within {}s".format(params["submit_timeout"]))
+        raise FlinkJobError(f"flink run did not return within {params['submit_timeout']}s") from None
     except OSError as exc:
-        raise FlinkJobError(f"cannot run {cmd[0]}: {to_native(exc)}")
+        raise FlinkJobError(f"cannot run {cmd[0]}: {to_native(exc)}") from exc
     job_id = parse_job_id(res.stdout) or parse_job_id(res.stderr)
     if res.returncode != 0 or not job_id:
         raise FlinkJobError(f"flink run failed (rc={res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
@@ -698,7 +698,7 @@ def run_module():
                     would = resume_point(flink, p, saved)
                 running = [j for j in decision["stop"] if j["state"] == "RUNNING"]
                 if running:
-                    would = "(savepoint of job {})".format(running[0]["jid"])
+                    would = f"(savepoint of job {running[0]['jid']})"
                 result["command"] = build_run_command(p, flink_name, would)
                 result["restored_from"] = would
             module.exit_json(**result)
@@ -747,10 +747,10 @@ def run_module():
     except FlinkJobError as exc:
         result["msg"] = to_native(exc)
         if saved.get("pending_savepoint"):
-            result["msg"] += "\nPending savepoint (used by the next submission): {}".format(saved["pending_savepoint"])
+            result["msg"] += f"\nPending savepoint (used by the next submission): {saved['pending_savepoint']}"
         module.fail_json(**result)
     except (URLError, OSError) as exc:
-        module.fail_json(msg="Flink REST API {}: {}".format(p["rest_url"], to_native(exc)),
+        module.fail_json(msg=f"Flink REST API {p['rest_url']}: {to_native(exc)}",
                          exception=traceback.format_exc(), **result)
     module.exit_json(**result)
 
