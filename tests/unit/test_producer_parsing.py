@@ -45,7 +45,7 @@ def test_binance_combined_trade_keeps_decimal_strings_exactly():
     assert (t.symbol, t.raw_symbol, t.trade_id) == ("BTC-USDT", "BTCUSDT", "3811478870")
     assert (t.price, t.size) == ("16541.53000000", "0.00120000")  # trailing zeros kept
     assert t.side == "buy"  # m=false: the buyer was the taker
-    assert t.exchange_time_ms == 1672515782134  # trade time T, not event time E
+    assert t.exchange_ts == 1672515782134  # trade time T, not event time E
 
 
 def test_binance_agg_trade_uses_aggregate_id():
@@ -124,7 +124,7 @@ def test_coinbase_match_docs_payload_side_is_maker_side():
     # "side":"sell" is the MAKER's side: the taker bought.
     assert t == Trade("coinbase", "BTC-USD", "BTC-USD", "10", "400.23", "5.23512", "buy",
                       iso_to_ms("2014-11-07T08:19:27.028459Z"), RECV)
-    assert t.exchange_time_ms == 1415348367028
+    assert t.exchange_ts == 1415348367028
 
 
 def test_coinbase_last_match_counts_once_across_reconnects():

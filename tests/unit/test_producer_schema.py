@@ -17,9 +17,9 @@ def test_to_json_is_valid_json_with_exactly_the_documented_fields():
     assert data == {
         "exchange": "binance", "symbol": "BTC-USDT", "raw_symbol": "BTCUSDT", "trade_id": "3811478870",
         "price": "16541.53000000", "size": "0.00120000", "side": "buy",
-        "exchange_time_ms": 1672515782134, "receipt_time_ms": 1672515782140,
+        "exchange_ts": 1672515782134, "received_ts": 1672515782140,
     }
-    assert isinstance(data["price"], str) and isinstance(data["exchange_time_ms"], int)
+    assert isinstance(data["price"], str) and isinstance(data["exchange_ts"], int)
 
 
 def test_from_json_roundtrip_and_key():
@@ -40,7 +40,7 @@ def test_readme_example_is_a_valid_trade():
     ("price", "1e5"), ("price", "-1"), ("price", "0"), ("price", ""), ("size", "1,5"),
     ("price", 1.5), ("side", "BUY"), ("symbol", "BTCUSDT"), ("symbol", "btc-usdt"),
     ("exchange", "Binance"), ("trade_id", 'x"y'), ("raw_symbol", "a b"),
-    ("exchange_time_ms", "1"), ("receipt_time_ms", 0),
+    ("exchange_ts", "1"), ("received_ts", 0),
 ])
 def test_validate_rejects(field, value):
     bad = Trade(**{**T.to_dict(), field: value})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 SCHEMA_FIELDS = (
     "exchange", "symbol", "raw_symbol", "trade_id", "price", "size", "side",
-    "exchange_time_ms", "receipt_time_ms",
+    "exchange_ts", "received_ts",
 )
 SIDES = ("buy", "sell")
 
@@ -62,8 +62,8 @@ class Trade:
     price: str             # exact decimal string from the exchange
     size: str              # exact decimal string from the exchange (base asset quantity)
     side: str              # TAKER side: "buy" or "sell"
-    exchange_time_ms: int  # trade time at the exchange
-    receipt_time_ms: int   # when this process received the frame
+    exchange_ts: int  # trade time at the exchange
+    received_ts: int   # when this process received the frame
 
     def key(self) -> bytes:
         """Kafka key: one market per key, so each market keeps its order inside a partition."""
@@ -76,7 +76,7 @@ class Trade:
             f'{{"exchange":"{self.exchange}","symbol":"{self.symbol}",'
             f'"raw_symbol":"{self.raw_symbol}","trade_id":"{self.trade_id}",'
             f'"price":"{self.price}","size":"{self.size}","side":"{self.side}",'
-            f'"exchange_time_ms":{self.exchange_time_ms},"receipt_time_ms":{self.receipt_time_ms}}}'
+            f'"exchange_ts":{self.exchange_ts},"received_ts":{self.received_ts}}}'
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -104,7 +104,7 @@ class Trade:
         positive_decimal(self.size, "size")
         if self.side not in SIDES:
             raise SchemaError(f"side {self.side!r} is not buy or sell")
-        for name in ("exchange_time_ms", "receipt_time_ms"):
+        for name in ("exchange_ts", "received_ts"):
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise SchemaError(f"{name} {value!r} is not a positive integer")
