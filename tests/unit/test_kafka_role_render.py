@@ -1,0 +1,96 @@
+"""The kafka role's multi-node wiring, rendered for whole inventories without any host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_kafka.yml"
+
+
+def render(tmp_path: Path, inventory: Path, *extra: str) -> tuple[dict[str, dict[str, str]], dict[str, list]]:
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
+           "-e", f"render_out={out}", *extra]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    if res.returncode != 0:
+        raise AssertionError(res.stdout[-3000:] + res.stderr[-3000:])
+    props, fmt = {}, {}
+    for f in out.glob("*.properties"):
+        props[f.stem] = dict(
+            line.split("=", 1) for line in f.read_text().splitlines() if line and not line.startswith("#")
+        )
+    for f in out.glob("*.format.json"):
+        fmt[f.name.removesuffix(".format.json")] = json.loads(f.read_text())
+    return props, fmt
+
+
+def test_example_inventory_split_roles_dynamic_quorum(tmp_path):
+    props, fmt = render(tmp_path, REPO / "inventory" / "example")
+    assert sorted(props) == ["kbrk-1", "kbrk-2", "kbrk-3", "kctl-1", "kctl-2", "kctl-3"]
+    assert props["kctl-1"]["process.roles"] == "controller"
+    assert props["kbrk-1"]["process.roles"] == "broker"
+    assert props["kctl-2"]["node.id"] == "2" and props["kbrk-3"]["node.id"] == "103"
+    # dynamic quorum: bootstrap servers instead of a fixed voter list, on every node
+    for p in props.values():
+        assert p["controller.quorum.bootstrap.servers"] == "kctl-1:9093,kctl-2:9093,kctl-3:9093"
+        assert "controller.quorum.voters" not in p
+    assert props["kctl-1"]["listeners"] == "CONTROLLER://0.0.0.0:9093"
+    assert "inter.broker.listener.name" not in props["kctl-1"]
+    assert props["kbrk-2"]["advertised.listeners"] == "PLAINTEXT://kbrk-2:9092"
+    assert props["kbrk-2"]["inter.broker.listener.name"] == "PLAINTEXT"
+    # three brokers: RF 3 and min ISR 2 for internal topics; the operator override lands
+    assert props["kbrk-1"]["offsets.topic.replication.factor"] == "3"
+    assert props["kbrk-1"]["min.insync.replicas"] == "2"
+    assert props["kbrk-1"]["log.retention.hours"] == "72"
+    # KIP-853 formatting: controllers get the same initial voter list (with directory ids),
+    # brokers none
+    voters = {tuple(fmt[h]) for h in ("kctl-1", "kctl-2", "kctl-3")}
+    assert len(voters) == 1
+    flag, spec = next(iter(voters))
+    assert flag == "--initial-controllers"
+    entries = spec.split(",")
+    assert [e.split(":")[0] for e in entries] == ["1@kctl-1", "2@kctl-2", "3@kctl-3"]
+    assert len({e.split(":")[2] for e in entries}) == 3
+    assert fmt["kbrk-1"] == ["--no-initial-controllers"]
+
+
+def test_example_inventory_static_quorum(tmp_path):
+    props, fmt = render(tmp_path, REPO / "inventory" / "example", "-e", "kafka_quorum_mode=static")
+    for p in props.values():
+        assert p["controller.quorum.voters"] == "1@kctl-1:9093,2@kctl-2:9093,3@kctl-3:9093"
+    assert all(args == [] for args in fmt.values())
+
+
+def test_sandbox_inventory_combined_mode(tmp_path):
+    props, _ = render(tmp_path, REPO / "inventory" / "sandbox")
+    p = props["cm-kafka"]
+    assert p["process.roles"] == "broker,controller"
+    assert p["listeners"] == "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093"
+    assert p["controller.quorum.voters"] == "1@cm-kafka:9093"
+    assert p["offsets.topic.replication.factor"] == "1"
+    assert p["auto.create.topics.enable"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ("all:\n  children:\n    kafka:\n      children:\n        kafka_controller:\n          hosts: {a: , b: }\n"
+         "        kafka_broker:\n          hosts: {a: , b: }\n", "use an odd number"),
+        ("all:\n  children:\n    kafka:\n      children:\n        kafka_controller:\n          hosts: {a: {kafka_node_id: 1}}\n"
+         "        kafka_broker:\n          hosts: {b: {kafka_node_id: 1}}\n", "Duplicate kafka_node_id"),
+    ],
+)
+def test_bad_inventories_fail_with_a_clear_message(tmp_path, hosts, message):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(hosts)
+    with pytest.raises(AssertionError, match=message):
+        render(tmp_path, inv)
