@@ -227,12 +227,26 @@ def fetch_wheels(cache: Path, name: str, requirements: Path) -> None:
 
 
 def build_services_wheel(cache: Path) -> None:
+    """Build the cryptomon wheel reproducibly (fixed timestamps, clean copy of services/), so an
+    unchanged source gives a byte-identical wheel and a converge stays changed=0."""
     out = cache / "wheels" / "services"
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("cryptomon-*.whl"):
-        old.unlink()
-    pip("wheel", "-q", "--no-deps", "-w", str(out), str(REPO / "services"))
-    log("wheels/services: cryptomon package built from services/")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "services"
+        shutil.copytree(REPO / "services", src,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info", ".env"))
+        built = Path(tmp) / "dist"
+        cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(built), str(src)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
+        if res.returncode != 0:
+            raise ArtifactError(f"building the cryptomon wheel failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
+        wheel = next(built.glob("cryptomon-*.whl"))
+        dest = out / wheel.name
+        if not dest.exists() or sha256_of(dest) != sha256_of(wheel):
+            for old in out.glob("cryptomon-*.whl"):
+                old.unlink()
+            shutil.copy2(wheel, dest)
+    log(f"wheels/services: {dest.name} built from services/")
 
 
 def main(argv: list[str] | None = None) -> int:
