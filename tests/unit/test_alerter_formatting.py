@@ -144,3 +144,28 @@ def test_validator_rejects_what_discord_rejects() -> None:
     assert "footer" in first_error({"embeds": [{"footer": {"text": "f" * 2049}}]})
     assert "embeds" in first_error({"embeds": [{}] * 11})
     assert validate_payload({"embeds": [{"title": "t" * 256, "description": "d" * 4096}]}) is None
+
+
+def test_alerts_shaped_like_the_flink_jobs_output_get_their_own_embeds():
+    """The jobs write `alert_type` (docs/flink-jobs.md); the alerter must not treat them as unknown."""
+    from cryptomon.alerter.formatting import build_embed
+
+    anomaly = {"alert_id": "anomaly:coinbase:SOL-USDT:1795240300000", "alert_type": "volume_anomaly",
+               "schema_version": 1, "job": "anomaly-detector", "exchange": "coinbase", "symbol": "SOL-USDT",
+               "window_start": "2026-11-21T05:51:40.000Z", "window_end": "2026-11-21T05:51:50.000Z",
+               "window_start_ms": 1795240300000, "window_end_ms": 1795240310000, "trade_count": 378,
+               "volume": "374.290189", "volume_threshold": "150", "reasons": ["volume_threshold"],
+               "summary": "coinbase SOL-USDT volume 374.290189 > threshold 150"}
+    embed = build_embed(anomaly)
+    assert embed["title"] == "Volume anomaly: SOL-USDT on coinbase"
+    assert embed["description"].startswith("coinbase SOL-USDT volume")
+    names = [f["name"] for f in embed["fields"]]
+    assert "Threshold" in names and "alert_type" not in names and "window_start_ms" not in names
+
+    arbitrage = {"alert_id": "arbitrage:BTC:1700000000000", "alert_type": "arbitrage", "asset": "BTC",
+                 "window_start": "2023-11-14T22:13:20.000Z", "window_end": "2023-11-14T22:13:30.000Z",
+                 "buy_exchange": "binance", "sell_exchange": "coinbase", "buy_price": "43050", "sell_price": "43120",
+                 "spread_usd": "70", "spread_bps": "16.26", "binance_price": "43050", "coinbase_price": "43120"}
+    embed = build_embed(arbitrage)
+    assert embed["title"] == "Arbitrage: BTC buy on binance, sell on coinbase"
+    assert build_embed({**arbitrage, "alert_type": None, "type": "arbitrage"})["title"] == embed["title"]

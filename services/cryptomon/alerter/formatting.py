@@ -141,16 +141,18 @@ def _anomaly_embed(a: dict[str, Any]) -> dict[str, Any]:
         ("Window", window_text(a), False),
         ("Trades", number(a["trade_count"]) if "trade_count" in a else None, True),
         ("Volume", number(a["volume"]) if "volume" in a else None, True),
-        ("Threshold", number(a["threshold"]) if "threshold" in a else None, True),
+        ("Threshold", number(a.get("volume_threshold", a.get("threshold")))
+         if a.get("volume_threshold", a.get("threshold")) is not None else None, True),
         ("Notional", number(a["notional"]) if "notional" in a else None, True),
         ("VWAP", number(a["vwap"]) if "vwap" in a else None, True),
         ("Price range", price_range, True),
     ]
-    known = {"alert_id", "type", "exchange", "symbol", "window_start", "window_end", "trade_count", "volume",
-             "threshold", "notional", "vwap", "min_price", "max_price", "reason"}
+    known = _COMMON | {"exchange", "symbol", "trade_count", "volume", "threshold", "volume_threshold",
+                       "notional", "vwap", "min_price", "max_price", "reason"}
+    reason = a.get("summary") or a.get("reason")
     return {
         "title": f"Volume anomaly: {symbol} on {exchange}",
-        "description": text(a.get("reason")) if a.get("reason") else "Trading volume above threshold",
+        "description": text(reason) if reason else "Trading volume above threshold",
         "fields": _fields(pairs) + _extra_fields(a, known),
     }
 
@@ -182,17 +184,27 @@ def _arbitrage_embed(a: dict[str, Any]) -> dict[str, Any]:
         ("Sell on", text(sell) if sell else None, True),
         ("Window", window_text(a), False),
     ]
-    known = {"alert_id", "type", "asset", "window_start", "window_end", "spread_usd", "spread_bps",
-             "threshold_usd", "buy_exchange", "sell_exchange", *(k for k, _ in prices)}
+    known = _COMMON | {"asset", "spread_usd", "spread_bps", "threshold_usd", "buy_exchange", "sell_exchange",
+                       *(k for k, _ in prices)}
     return {"title": title, "description": "\n".join(desc) or None, "fields": _fields(pairs) + _extra_fields(a, known)}
 
 
 def _generic_embed(a: dict[str, Any]) -> dict[str, Any]:
-    kind = text(a.get("type") or "unknown")
+    kind = text(alert_kind(a) or "unknown")
     pairs: list[tuple[str, Any, bool]] = [("Window", window_text(a), False)]
-    known = {"alert_id", "type", "window_start", "window_end"}
+    known = set(_COMMON)
     return {"title": f"Alert: {kind}", "description": text(a["reason"]) if a.get("reason") else None,
             "fields": _fields(pairs) + _extra_fields(a, known | {"reason"})}
+
+
+def alert_kind(a: dict[str, Any]) -> Any:
+    """The alert's kind: `alert_type` (what the Flink jobs write), else a plain `type`."""
+    return a.get("alert_type") or a.get("type")
+
+
+# Bookkeeping fields every job alert carries; shown elsewhere (footer, window) or not useful.
+_COMMON = {"alert_id", "type", "alert_type", "schema_version", "job", "window_start", "window_end",
+           "window_start_ms", "window_end_ms", "summary"}
 
 
 def _extra_fields(a: dict[str, Any], known: set[str]) -> list[dict[str, Any]]:
@@ -201,7 +213,7 @@ def _extra_fields(a: dict[str, Any], known: set[str]) -> list[dict[str, Any]]:
 
 
 def build_embed(alert: dict[str, Any]) -> dict[str, Any]:
-    kind = alert.get("type")
+    kind = alert_kind(alert)
     if kind == "volume_anomaly":
         embed = _anomaly_embed(alert)
     elif kind == "arbitrage":

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from cryptomon.alerter import formatting
 from cryptomon.alerter.config import AlerterConfig
 from cryptomon.alerter.dedupe import SentIds
 from cryptomon.alerter.discord import DiscordWebhookClient, Rejected
@@ -85,7 +86,7 @@ class AlertProcessor:
                 log.error("Discord rejected alert %s again (%s): skipped", alert_id, exc2)
                 return Outcome.REJECTED
         self.sent.add(alert_id)
-        log.info("posted alert %s (%s) from %s as message %s", alert_id, alert.get("type"), origin,
+        log.info("posted alert %s (%s) from %s as message %s", alert_id, formatting.alert_kind(alert), origin,
                  delivered.message_id)
         return Outcome.DELIVERED
 

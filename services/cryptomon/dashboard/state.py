@@ -135,7 +135,7 @@ class MarketState:
 
     def _alert(self, a: dict[str, Any]) -> None:
         alert_id = str(a.get("alert_id") or json.dumps(a, sort_keys=True, default=str))
-        kind = str(a.get("type") or "unknown")
+        kind = str(a.get("alert_type") or a.get("type") or "unknown")
         when = parse_time(a.get("window_end")) or parse_time(a.get("window_start")) or datetime.now(UTC)
         with self._lock:
             self._last_data = time.time()
@@ -185,19 +185,20 @@ class MarketState:
 
 
 def _subject(a: dict[str, Any]) -> str:
-    if a.get("type") == "arbitrage":
+    if (a.get("alert_type") or a.get("type")) == "arbitrage":
         return f"{a.get('asset', '?')}: buy {a.get('buy_exchange', '?')}, sell {a.get('sell_exchange', '?')}"
     if a.get("symbol") or a.get("exchange"):
         return f"{a.get('symbol', '?')} on {a.get('exchange', '?')}"
-    return str(a.get("asset") or a.get("type") or "?")
+    return str(a.get("asset") or a.get("alert_type") or a.get("type") or "?")
 
 
 def _details(a: dict[str, Any]) -> str:
-    if a.get("type") == "arbitrage":
+    if (a.get("alert_type") or a.get("type")) == "arbitrage":
         return f"spread {a.get('spread_usd', '?')} USD ({a.get('spread_bps', '?')} bps), " \
                f"threshold {a.get('threshold_usd', '?')} USD"
-    if a.get("type") == "volume_anomaly":
+    if (a.get("alert_type") or a.get("type")) == "volume_anomaly":
         return f"volume {a.get('volume', '?')} > {a.get('threshold', '?')}, {a.get('trade_count', '?')} trades, " \
                f"VWAP {a.get('vwap', '?')}"
-    skip = {"alert_id", "type", "window_start", "window_end"}
+    skip = {"alert_id", "type", "alert_type", "schema_version", "job", "window_start", "window_end",
+            "window_start_ms", "window_end_ms"}
     return ", ".join(f"{k}={v}" for k, v in a.items() if k not in skip)[:300]
