@@ -221,9 +221,45 @@ import time
 import traceback
 from urllib.error import HTTPError, URLError
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native
-from ansible.module_utils.urls import open_url
+try:
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.common.text.converters import to_native
+    from ansible.module_utils.urls import open_url
+except ImportError:
+    # Standalone on a host without Ansible: cryptomon-flink-jobs.timer runs this same file
+    # with the parameters the role recorded, so a job that died (JobManager restart, reboot)
+    # is resumed from its last checkpoint without waiting for the next converge.
+    import sys
+    import urllib.request
+
+    def to_native(value):
+        return str(value)
+
+    def open_url(url, data=None, method=None, timeout=10, headers=None, **_):
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        return urllib.request.urlopen(req, timeout=timeout)
+
+    class AnsibleModule:
+        """The part of AnsibleModule this module uses, fed from a JSON parameter file."""
+
+        def __init__(self, argument_spec, supports_check_mode=False, **_):
+            with open(sys.argv[1]) as handle:
+                given = json.load(handle)
+            given = given.get("ANSIBLE_MODULE_ARGS", given)
+            self.params = {k: given.get(k, spec.get("default")) for k, spec in argument_spec.items()}
+            self.check_mode = False
+            self._diff = False
+
+        def warn(self, msg):
+            print(f"WARNING: {msg}", file=sys.stderr)
+
+        def exit_json(self, **result):
+            print(json.dumps(result, default=str))
+            sys.exit(0)
+
+        def fail_json(self, **result):
+            print(json.dumps(dict(failed=True, **result), default=str))
+            sys.exit(1)
 
 VERSION_LEN = 12
 ACTIVE_STATES = frozenset(
@@ -646,6 +682,7 @@ def run_module():
             "settle_seconds": {"type": "int", "default": 5},
             "savepoint_timeout": {"type": "int", "default": 600},
             "rest_timeout": {"type": "int", "default": 60},
+            "resume_only": {"type": "bool", "default": False},
         },
         required_if=[("state", "running", ("version", "py_file"))],
         supports_check_mode=True,
@@ -658,6 +695,13 @@ def run_module():
         module.fail_json(msg="version must not be empty")
     flink = Flink(p["rest_url"])
     path = state_path(p["state_dir"], name)
+    # One writer per job at a time: the converge and the keeper timer may run together.
+    lock = None
+    if path and not module.check_mode:
+        import fcntl
+
+        lock = open(path + ".lock", "a")  # noqa: SIM115 - held until the process exits
+        fcntl.flock(lock, fcntl.LOCK_EX)
     saved = read_state(path)
     flink_name = job_name(name, p["version"]) if p["state"] == "running" else None
     result = {"changed": False, "action": "none", "job_id": None, "savepoint": None, "stopped": []}
@@ -675,6 +719,9 @@ def run_module():
             module.warn(f"Flink REST API unreachable ({to_native(exc)}); check mode assumes no job runs")
             jobs = []
         decision = plan(jobs, name, p["version"], p["state"], p["force"])
+        if p["resume_only"] and (decision["keep"] or decision["stop"]):
+            # The keeper only brings back jobs that are gone; upgrades are the converge's call.
+            decision = {"action": "none", "keep": decision["keep"], "stop": [], "submit": False}
         before_job = decision["keep"] or (decision["stop"][0] if decision["stop"] else None)
         result["action"] = decision["action"]
         result["changed"] = decision["action"] != "none"

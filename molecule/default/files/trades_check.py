@@ -1,0 +1,33 @@
+"""Which markets have trades in the trades topic (read from the beginning). Prints one JSON
+line {"keys": {...counts}}; exit 1 if any expected key is missing."""
+
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+
+from confluent_kafka import Consumer
+
+bootstrap, topic, expected = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe([topic])
+keys: Counter = Counter()
+bad = 0
+deadline = time.time() + 90
+while time.time() < deadline and not all(keys[k] for k in expected):
+    msg = consumer.poll(1)
+    if msg is None or msg.error():
+        continue
+    key = msg.key().decode()
+    trade = json.loads(msg.value())
+    # The key is exchange:symbol, and the value carries the normalized schema.
+    if key != f"{trade['exchange']}:{trade['symbol']}" or not {"trade_id", "price", "size", "side",
+                                                              "exchange_ts", "received_ts"} <= trade.keys():
+        bad += 1
+    keys[key] += 1
+consumer.close()
+missing = [k for k in expected if not keys[k]]
+print(json.dumps({"keys": dict(keys), "missing": missing, "malformed": bad}))
+sys.exit(1 if missing or bad else 0)
