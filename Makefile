@@ -9,7 +9,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv cache image deps lint unit integration molecule test
+.PHONY: help system-deps venv cache image deps lint unit integration molecule test up down status logs submit-flink shell-jobmanager
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -42,3 +42,28 @@ molecule: cache image  ## converge, idempotence and verify in a systemd containe
 	CRYPTOMON_BASE_IMAGE=$$(scripts/base-image.sh) molecule test
 
 test: deps lint unit integration molecule  ## everything CI runs
+
+# --- The local stack (inventory/sandbox: three systemd containers) ---------------------------
+up: deps  ## start the sandbox hosts and converge site.yml on them
+	scripts/sandbox.sh up
+	ansible-playbook -i $(INVENTORY) site.yml
+	@scripts/sandbox.sh info
+
+down:  ## remove the sandbox hosts
+	@scripts/sandbox.sh down
+
+status:  ## systemctl status of every cryptomon unit in the sandbox
+	@for h in cm-kafka cm-flink cm-services; do \
+	  echo "== $$h"; docker exec $$h systemctl --no-pager list-units 'kafka*' 'flink*' 'cryptomon*' || true; done
+
+UNIT ?= cryptomon-producer@binance
+logs:  ## journalctl of one unit in the sandbox (UNIT=cryptomon-producer@binance)
+	docker exec cm-services journalctl -u $(UNIT) --no-pager -n 100
+
+FLINK_JOB ?=
+submit-flink:  ## (re)submit one Flink job: make submit-flink FLINK_JOB=anomaly_detector.py
+	@test -n "$(FLINK_JOB)" || { echo "usage: make submit-flink FLINK_JOB=<file or name>"; exit 2; }
+	ansible-playbook -i $(INVENTORY) site.yml --tags jobs -e flink_jobs_only=$(FLINK_JOB)
+
+shell-jobmanager:  ## a shell on the Flink JobManager host of the sandbox
+	docker exec -it cm-flink bash -l

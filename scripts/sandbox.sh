@@ -45,9 +45,28 @@ down() {
   echo "[sandbox] removed"
 }
 
+info() {
+  cat <<'TXT'
+
+cryptomon sandbox is up. Where to look:
+  Flink web UI          http://127.0.0.1:8081            (both jobs listed as <name>@<version>)
+  Dashboard             http://127.0.0.1:8501            (prices, spread chart, alert history)
+  Discord stand-in      http://127.0.0.1:8090/messages   (alerts the alerter delivered, JSON)
+  Units                 make status
+  Logs                  make logs UNIT=cryptomon-producer@binance   (or cryptomon-alerter, ...)
+  Inside a host         docker exec -it cm-services bash
+                        systemctl status cryptomon-producer@binance
+                        journalctl -u cryptomon-producer@binance -f
+  Hosts                 cm-kafka (Kafka KRaft), cm-flink (JobManager + TaskManager),
+                        cm-services (producers, alerter, dashboard, replay servers)
+Demo mode is on: expect anomaly and arbitrage alerts within a few minutes.
+TXT
+}
+
 case ${1:-} in
   up) up ;;
+  info) info ;;
   down) down ;;
   status) docker ps -a --filter label=cryptomon.sandbox=1 --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}' ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|info" >&2; exit 2 ;;
 esac
