@@ -349,7 +349,10 @@ def create_table_env(args: argparse.Namespace, pipeline_name: str):
     conf = t_env.get_config()
     # Window bounds are rendered in UTC; epoch-aligned windows do not depend on it.
     conf.set("table.local-time-zone", "UTC")
-    conf.set("pipeline.name", pipeline_name)
+    # The Ansible role names the job `<name>@<version>` with -Dpipeline.name and finds it by
+    # that name: only fall back to our own name for manual submissions.
+    if not conf.get("pipeline.name", ""):
+        conf.set("pipeline.name", pipeline_name)
     # Same idleness for any source the planner does not push the watermark into.
     conf.set("table.exec.source.idle-timeout", f"{int(args.idle_timeout_ms)} ms")
     # Keep the last checkpoint when the job is cancelled: a fallback restore point.
@@ -370,7 +373,8 @@ def run_statements(statements: Sequence[str], args: argparse.Namespace, pipeline
         return
     result = t_env.execute_sql(statements[-1])
     job = result.get_job_client()
-    print(f"submitted {pipeline_name}: JobID {job.get_job_id() if job else '?'}", flush=True)
+    name = t_env.get_config().get("pipeline.name", pipeline_name)
+    print(f"submitted {name}: JobID {job.get_job_id() if job else '?'}", flush=True)
 
 # ==== shared-end ====
 

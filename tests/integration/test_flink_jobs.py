@@ -90,13 +90,13 @@ def iso(ms: int) -> str:
 # --- job control -------------------------------------------------------------------------
 
 def submit(cluster: harness.FlinkCluster, script: Path, args: list[str], savepoint: str | None = None,
-           env: dict[str, str] | None = None) -> str:
+           env: dict[str, str] | None = None, flink_options: list[str] | None = None) -> str:
     """`flink run -d [-s savepoint] -py <job> args`: the command the Ansible role runs."""
     cmd = [str(harness.flink_home() / "bin" / "flink"), "run", "-m", cluster.rest_url.removeprefix("http://"),
            "-pyexec", sys.executable, "-pyclientexec", sys.executable, "-d"]
     if savepoint:
         cmd += ["-s", savepoint]
-    cmd += ["-py", str(script), *args]
+    cmd += [*(flink_options or []), "-py", str(script), *args]
     res = subprocess.run(cmd, check=False, env={**cluster.env, **(env or {})}, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, f"flink run failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     job_ids = [line.split()[-1] for line in res.stdout.splitlines() if "JobID" in line]
@@ -420,7 +420,10 @@ def test_arbitrage_detector_demo_mode(kafka_bootstrap: str, flink_clean: harness
                 *clock("coinbase", 0, 5)]
     produce(bootstrap, trades_topic, BINANCE, binance)
     produce(bootstrap, trades_topic, COINBASE, coinbase)
-    submit(cluster, ARBITRAGE, args, env={"ARBITRAGE_DEMO_MODE": "true", "ARBITRAGE_THRESHOLDS": "ETH=5"})
+    job = submit(cluster, ARBITRAGE, args, env={"ARBITRAGE_DEMO_MODE": "true", "ARBITRAGE_THRESHOLDS": "ETH=5"},
+                 flink_options=["-Dpipeline.name=arbitrage_detector@0123456789ab"])
+    # The Ansible role recognizes its jobs by the name it passes; the job must keep it.
+    assert cluster.rest(f"/jobs/{job}")["name"] == "arbitrage_detector@0123456789ab"
     expected = [arbitrage("BTC", 0, btc_b0, btc_c0, "0.1", demo=True),
                 arbitrage("ETH", 2, eth_b2, eth_c2, "0.1", demo=True)]
     read_alerts(bootstrap, out_topic, 2)
