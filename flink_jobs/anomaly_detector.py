@@ -14,7 +14,7 @@ Submit (the file is self-contained; no -pyfs needed, no Python UDFs run on the T
     flink run -d -py flink_jobs/anomaly_detector.py [--option value ...]
 
 Every option also reads an environment variable (option > env > default); `--help` lists
-them. The pipeline is named `cryptomon-anomaly-detector`. docs/flink-jobs.md documents the
+them. The pipeline is named `cryptomon-anomaly-detector`. the README ("Flink jobs") documents the
 alert schema, watermarks, the delivery guarantee and every setting.
 """
 

@@ -9,7 +9,7 @@ spread in dollars and basis points, where to buy and where to sell, and the wind
 
 USDT/USD policy: quotes listed in `--usd-quotes` (USD, USDT, USDC) are taken as US dollars
 at par, with no conversion. A stablecoin off its peg therefore shows up as a spread on every
-asset at once (documented in docs/flink-jobs.md).
+asset at once (documented in the README).
 
 Stale sides never alert: a side needs at least one trade in the window and its last trade
 no more than `--max-side-age-ms` before the window end.

@@ -147,7 +147,7 @@ def test_validator_rejects_what_discord_rejects() -> None:
 
 
 def test_alerts_shaped_like_the_flink_jobs_output_get_their_own_embeds():
-    """The jobs write `alert_type` (docs/flink-jobs.md); the alerter must not treat them as unknown."""
+    """The jobs write `alert_type` (README, alert schema); the alerter must not treat them as unknown."""
     from cryptomon.alerter.formatting import build_embed
 
     anomaly = {"alert_id": "anomaly:coinbase:SOL-USDT:1795240300000", "alert_type": "volume_anomaly",
