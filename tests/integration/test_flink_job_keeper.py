@@ -67,8 +67,10 @@ def test_keeper_resumes_a_missing_job_and_never_upgrades(flink_clean, tmp_path):
     # The job disappears (cancelled, or lost with a JobManager restart): the keeper brings it back.
     flink.rest(f"/jobs/{first['job_id']}", method="PATCH")
     deadline = time.monotonic() + 60
-    while running(flink, "counter@") and time.monotonic() < deadline:
-        time.sleep(1)
+    # Wait for a terminal state: a CANCELLING job still counts as present (and it should).
+    while flink.rest(f"/jobs/{first['job_id']}")["state"] not in ("CANCELED", "FAILED", "FINISHED"):
+        assert time.monotonic() < deadline, "job did not finish cancelling"
+        time.sleep(0.5)
     back = keeper(tmp_path, args)
     assert back["action"] == "submitted" and back["job_id"] != first["job_id"]
     assert [j["jid"] for j in running(flink, "counter@")] == [back["job_id"]]
