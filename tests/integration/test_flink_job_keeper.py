@@ -28,6 +28,9 @@ def base_args(flink, tmp: Path) -> dict:
         "rest_url": flink.rest_url, "flink_bin": f"{env['FLINK_HOME']}/bin/flink", "flink_env": env,
         "pyexec": sys.executable, "savepoint_dir": f"file://{tmp}/savepoints", "state_dir": str(tmp / "state"),
         "parallelism": 1, "settle_seconds": 3,
+        # As the flink role configures the cluster: checkpoints survive a cancel, to resume from.
+        "flink_options": {"execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+                          "execution.checkpointing.interval": "1s"},
     }
 
 
@@ -64,7 +67,12 @@ def test_keeper_resumes_a_missing_job_and_never_upgrades(flink_clean, tmp_path):
     assert other["action"] == "none" and not other["changed"]
     assert [j["name"] for j in running(flink, "counter@")] == [f"counter@{V1[:12]}"]
 
-    # The job disappears (cancelled, or lost with a JobManager restart): the keeper brings it back.
+    # The job disappears (cancelled, or lost with a JobManager restart): the keeper brings it back
+    # from its last retained checkpoint.
+    deadline = time.monotonic() + 60
+    while flink.rest(f"/jobs/{first['job_id']}/checkpoints")["counts"]["completed"] < 1:
+        assert time.monotonic() < deadline, "no checkpoint completed"
+        time.sleep(0.5)
     flink.rest(f"/jobs/{first['job_id']}", method="PATCH")
     deadline = time.monotonic() + 60
     # Wait for a terminal state: a CANCELLING job still counts as present (and it should).
@@ -73,4 +81,5 @@ def test_keeper_resumes_a_missing_job_and_never_upgrades(flink_clean, tmp_path):
         time.sleep(0.5)
     back = keeper(tmp_path, args)
     assert back["action"] == "submitted" and back["job_id"] != first["job_id"]
+    assert "chk-" in (back.get("restored_from") or ""), back
     assert [j["jid"] for j in running(flink, "counter@")] == [back["job_id"]]
