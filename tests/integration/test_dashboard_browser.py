@@ -105,12 +105,7 @@ class Browser:
                 requests.delete(self.session, timeout=30)
             except requests.RequestException:
                 pass
-        self.driver.terminate()
-        try:
-            self.driver.wait(10)
-        except subprocess.TimeoutExpired:
-            self.driver.kill()
-            self.driver.wait()
+        harness.stop_process(self.driver, 10)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
