@@ -4,14 +4,18 @@ Each test runs one job through crafted trades in phases of event time: phase 1 a
 the job runs, then stop-with-savepoint, phase 3 produced while the job is down, then a
 resume from the savepoint. The alert topic must then hold exactly the expected alerts, once
 each. Partition layout of trades.raw: 0 = binance, 1 = coinbase, 2 = never written (always
-idle), so a quiet exchange and an empty partition both have to be handled by idleness.
+idle), so a quiet exchange and an empty partition both have to be handled by idleness. The
+N-way arbitrage test has one partition per exchange (five) and an empty sixth.
+
+Every job is submitted the way the Ansible role does it: the job file alone in a directory of
+its own, its shared modules shipped with -pyfs (flink_common.py and the kafka_settings.py link).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import shutil
+import tempfile
 import time
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
@@ -24,8 +28,10 @@ from confluent_kafka import Producer
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ANOMALY = REPO / "flink_jobs" / "anomaly_detector.py"
-ARBITRAGE = REPO / "flink_jobs" / "arbitrage_detector.py"
+JOBS = REPO / "flink_jobs"
+ANOMALY = JOBS / "anomaly_detector.py"
+ARBITRAGE = JOBS / "arbitrage_detector.py"
+PYFS = [JOBS / "flink_common.py", JOBS / "kafka_settings.py"]  # the link, as the docs' command has it
 T0 = 1_700_000_000_000  # a multiple of 10 s: window k is [T0 + 10 s * k, T0 + 10 s * (k + 1))
 BINANCE, COINBASE = 0, 1  # partitions of trades.raw
 OUT_OF_ORDERNESS_MS = 1000
@@ -43,7 +49,7 @@ def trade(exchange: str, symbol: str, ts: int, price: str, size: str) -> dict:
 
 def clock(exchange: str, first: int, last: int) -> list[dict]:
     """One tiny constant-volume trade per window: drives the watermark, never alerts."""
-    symbol = "CLK-USDT" if exchange == "binance" else "CLK-USD"
+    symbol = "CLK-USD" if exchange == "coinbase" else "CLK-USDT"
     return [trade(exchange, symbol, w(k, 9_000), "1", "1") for k in range(first, last + 1)]
 
 
@@ -91,18 +97,17 @@ def iso(ms: int) -> str:
 
 def submit(cluster: harness.FlinkCluster, script: Path, args: list[str], savepoint: str | None = None,
            env: dict[str, str] | None = None, flink_options: list[str] | None = None) -> str:
-    """`flink run -d [-s savepoint] -py <job> args`: the command the Ansible role runs."""
-    cmd = [str(harness.flink_home() / "bin" / "flink"), "run", "-m", cluster.rest_url.removeprefix("http://"),
-           "-pyexec", sys.executable, "-pyclientexec", sys.executable, "-d"]
-    if savepoint:
-        cmd += ["-s", savepoint]
-    cmd += [*(flink_options or []), "-py", str(script), *args]
-    res = subprocess.run(cmd, check=False, env={**cluster.env, **(env or {})}, capture_output=True, text=True, timeout=180)
-    assert res.returncode == 0, f"flink run failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    job_ids = [line.split()[-1] for line in res.stdout.splitlines() if "JobID" in line]
-    assert job_ids, res.stdout[-3000:]
-    cluster.wait_job_state(job_ids[-1], "RUNNING")
-    return job_ids[-1]
+    """`flink run -d [-s savepoint] -pyfs <shared> -py <job> args`: what the Ansible role runs.
+
+    The job file is copied alone into an empty directory, so its imports can only be served by
+    the -pyfs files.
+    """
+    alone = Path(tempfile.mkdtemp(prefix="cryptomon-job-")) / script.name
+    shutil.copy(script, alone)
+    options = [*(["-s", savepoint] if savepoint else []), *(flink_options or [])]
+    job_id = cluster.run_python_job(alone, *args, pyfs=PYFS, options=options, env=env)
+    cluster.wait_job_state(job_id, "RUNNING")
+    return job_id
 
 
 def stop_with_savepoint(cluster: harness.FlinkCluster, job_id: str) -> str:
@@ -120,10 +125,10 @@ def stop_with_savepoint(cluster: harness.FlinkCluster, job_id: str) -> str:
     raise AssertionError("stop-with-savepoint did not complete in 120 s")
 
 
-def topics(bootstrap: str) -> tuple[str, str]:
+def topics(bootstrap: str, partitions: int = 3) -> tuple[str, str]:
     suffix = uuid.uuid4().hex[:8]
     trades_topic, out_topic = f"trades.raw.{suffix}", f"alerts.{suffix}"
-    harness.create_topic(bootstrap, trades_topic, partitions=3)
+    harness.create_topic(bootstrap, trades_topic, partitions=partitions)
     harness.create_topic(bootstrap, out_topic, partitions=3)
     return trades_topic, out_topic
 
@@ -288,30 +293,58 @@ def test_anomaly_detector(kafka_bootstrap: str, flink_clean: harness.FlinkCluste
 
 # --- arbitrage detector ------------------------------------------------------------------
 
-def arbitrage(asset: str, k: int, binance: list[tuple[str, str, int]], coinbase: list[tuple[str, str, int]],
-              threshold: str, demo: bool = False) -> dict:
-    """Expected alert from each side's (price, size, ts) trades, computed independently."""
-    def side(trades: list[tuple[str, str, int]]) -> tuple[Decimal, int, Decimal, int]:
-        volume = sum(Decimal(s) for _, s, _ in trades)
-        vwap = sum(Decimal(p) * Decimal(s) for p, s, _ in trades) / volume
-        return vwap.quantize(Decimal("1e-10"), rounding=ROUND_HALF_UP), len(trades), volume, max(t for *_, t in trades)
+# The job's built-in lowest-tier taker fees (bps); any other exchange pays 10.
+FEES = {"binance": Decimal(10), "bybit": Decimal(10), "coinbase": Decimal(60), "kraken": Decimal(40),
+        "okx": Decimal(10)}
+OTHER_FEE = Decimal(10)
+MAX_SIDE_AGE_MS = 5000
+TEN = Decimal("1e-10")
 
-    b, c = side(binance), side(coinbase)
-    buy, sell = (("binance", b), ("coinbase", c)) if b[0] < c[0] else (("coinbase", c), ("binance", b))
-    spread = sell[1][0] - buy[1][0]
+
+def arbitrage(asset: str, k: int, venues: dict[str, list[tuple[str, str, int]]], threshold: str,
+              demo: bool = False, trigger: str = "gross") -> dict:
+    """The expected alert, computed independently from every venue's (price, size, ts) trades.
+
+    Venues whose last trade lies more than MAX_SIDE_AGE_MS before the window end are dropped;
+    every ordered pair of the rest is compared and the best one by the trigger's spread (ties:
+    the other spread, then the names) is the alert's.
+    """
+    end = T0 + 10_000 * (k + 1)
+    sides = {}
+    for exchange, trades in venues.items():
+        if max(t for *_, t in trades) < end - MAX_SIDE_AGE_MS:
+            continue  # stale
+        volume = sum(Decimal(s) for _, s, _ in trades)
+        vwap = (sum(Decimal(p) * Decimal(s) for p, s, _ in trades) / volume).quantize(TEN, rounding=ROUND_HALF_UP)
+        sides[exchange] = (vwap, len(trades), volume, max(t for *_, t in trades))
+    assert len(sides) >= 2, f"{asset} W{k}: fewer than two fresh venues, no alert possible"
+
+    def fee(exchange: str) -> Decimal:
+        return FEES.get(exchange, OTHER_FEE)
+
+    def spreads(buy: str, sell: str) -> tuple[Decimal, Decimal]:
+        b, s = sides[buy][0], sides[sell][0]
+        net = (s * (10000 - fee(sell)) - b * (10000 + fee(buy))) / 10000
+        return s - b, net.quantize(TEN, rounding=ROUND_HALF_UP)
+
+    pairs = [(b, s) for b in sides for s in sides if b != s]
+    rank = 0 if trigger == "gross" else 1
+    buy, sell = min(pairs, key=lambda p: (-spreads(*p)[rank], -spreads(*p)[1 - rank], p))
+    spread, net = spreads(buy, sell)
+    b, s = sides[buy], sides[sell]
     return {
-        "alert_id": f"arbitrage:{asset}:{T0 + 10_000 * k}", "alert_type": "arbitrage", "schema_version": 1,
+        "alert_id": f"arbitrage:{asset}:{T0 + 10_000 * k}", "alert_type": "arbitrage", "schema_version": 2,
         "job": "arbitrage-detector", "asset": asset,
-        "window_start": iso(T0 + 10_000 * k), "window_end": iso(T0 + 10_000 * (k + 1)),
-        "window_start_ms": T0 + 10_000 * k, "window_end_ms": T0 + 10_000 * (k + 1),
-        "buy_exchange": buy[0], "buy_price": dec(str(buy[1][0])),
-        "sell_exchange": sell[0], "sell_price": dec(str(sell[1][0])),
-        "spread_usd": dec(str(spread)), "spread_bps": dec(str(spread * 10000 / buy[1][0]), 2),
-        "threshold_usd": threshold, "demo_mode": demo,
-        "binance_price": dec(str(b[0])), "binance_trade_count": b[1], "binance_volume": dec(str(b[2])),
-        "binance_last_trade_ms": b[3],
-        "coinbase_price": dec(str(c[0])), "coinbase_trade_count": c[1], "coinbase_volume": dec(str(c[2])),
-        "coinbase_last_trade_ms": c[3],
+        "window_start": iso(T0 + 10_000 * k), "window_end": iso(end),
+        "window_start_ms": T0 + 10_000 * k, "window_end_ms": end,
+        "buy_exchange": buy, "buy_price": dec(str(b[0])), "sell_exchange": sell, "sell_price": dec(str(s[0])),
+        "spread_usd": dec(str(spread)), "spread_bps": dec(str(spread * 10000 / b[0]), 2),
+        "net_spread_usd": dec(str(net)), "net_spread_bps": dec(str(net * 10000 / b[0]), 2),
+        "buy_fee_bps": dec(str(fee(buy))), "sell_fee_bps": dec(str(fee(sell))),
+        "threshold_usd": threshold, "trigger": trigger, "demo_mode": demo,
+        "venues": sorted(sides), "venue_count": len(sides),
+        "buy_trade_count": b[1], "buy_volume": dec(str(b[2])), "buy_last_trade_ms": b[3],
+        "sell_trade_count": s[1], "sell_volume": dec(str(s[2])), "sell_last_trade_ms": s[3],
     }
 
 
@@ -357,11 +390,13 @@ def test_arbitrage_detector_exactly_once(kafka_bootstrap: str, flink_clean: harn
     for batch in (binance1, coinbase1):
         assert max_disorder_ms(batch) < OUT_OF_ORDERNESS_MS
     expected = [
-        arbitrage("BTC", 0, btc_b0, btc_c0, "50"),
-        arbitrage("ETH", 0, eth_b0_usdc + eth_b0_usdt, eth_c0, "5"),
-        arbitrage("SOL", 2, sol_b2, sol_c2, "50"),
+        arbitrage("BTC", 0, {"binance": btc_b0, "coinbase": btc_c0}, "50"),
+        arbitrage("ETH", 0, {"binance": eth_b0_usdc + eth_b0_usdt, "coinbase": eth_c0}, "5"),
+        arbitrage("SOL", 2, {"binance": sol_b2, "coinbase": sol_c2}, "50"),
     ]
     assert expected[0]["spread_usd"] == "70" and expected[1]["spread_bps"] == "261.52"
+    # 43120 * (1 - 0.006) - 43050 * (1 + 0.001): coinbase's 60 bps eat the spread.
+    assert expected[0]["net_spread_usd"] == "-231.77" and expected[0]["net_spread_bps"] == "-53.84"
     produce(bootstrap, trades_topic, BINANCE, binance1)
     produce(bootstrap, trades_topic, COINBASE, coinbase1)
     job = submit(cluster, ARBITRAGE, args)
@@ -377,7 +412,7 @@ def test_arbitrage_detector_exactly_once(kafka_bootstrap: str, flink_clean: harn
     produce(bootstrap, trades_topic, COINBASE,
             [*trades_of("coinbase", "BTC-USD", btc_c6), *trades_of("coinbase", "ETH-USD", eth_c8),
              *clock("coinbase", 6, 8)])
-    expected.append(arbitrage("BTC", 6, btc_b6, btc_c6, "50"))
+    expected.append(arbitrage("BTC", 6, {"binance": btc_b6, "coinbase": btc_c6}, "50"))
     assert_alerts(read_alerts(bootstrap, out_topic, 4), expected)
 
     # Stop with a savepoint; phase 3 arrives meanwhile; resume. ETH W8 joins the coinbase
@@ -390,12 +425,14 @@ def test_arbitrage_detector_exactly_once(kafka_bootstrap: str, flink_clean: harn
              *clock("binance", 9, 11)])
     produce(bootstrap, trades_topic, COINBASE, [*trades_of("coinbase", "BTC-USD", btc_c9), *clock("coinbase", 9, 11)])
     submit(cluster, ARBITRAGE, args, savepoint=savepoint)
-    expected += [arbitrage("ETH", 8, eth_b8, eth_c8, "5"), arbitrage("BTC", 9, btc_b9, btc_c9, "50")]
+    expected += [arbitrage("ETH", 8, {"binance": eth_b8, "coinbase": eth_c8}, "5"),
+                 arbitrage("BTC", 9, {"binance": btc_b9, "coinbase": btc_c9}, "50")]
     read_alerts(bootstrap, out_topic, len(expected))
     final = read_all_alerts(bootstrap, out_topic)
     assert_alerts(final, expected)
     alert = by_id(final)["arbitrage:BTC:1700000000000"]
-    assert alert["summary"] == ("BTC: buy on binance at 43050, sell on coinbase at 43120, spread $70 (16.26 bps) "
+    assert alert["summary"] == ("BTC: buy on binance at 43050, sell on coinbase at 43120, spread $70 (16.26 bps), "
+                                "net $-231.77 (-53.84 bps) after fees, 2 venues, "
                                 "in 2023-11-14T22:13:20.000Z/2023-11-14T22:13:30.000Z")
 
 
@@ -424,7 +461,76 @@ def test_arbitrage_detector_demo_mode(kafka_bootstrap: str, flink_clean: harness
                  flink_options=["-Dpipeline.name=arbitrage_detector@0123456789ab"])
     # The Ansible role recognizes its jobs by the name it passes; the job must keep it.
     assert cluster.rest(f"/jobs/{job}")["name"] == "arbitrage_detector@0123456789ab"
-    expected = [arbitrage("BTC", 0, btc_b0, btc_c0, "0.1", demo=True),
-                arbitrage("ETH", 2, eth_b2, eth_c2, "0.1", demo=True)]
+    expected = [arbitrage("BTC", 0, {"binance": btc_b0, "coinbase": btc_c0}, "0.1", demo=True),
+                arbitrage("ETH", 2, {"binance": eth_b2, "coinbase": eth_c2}, "0.1", demo=True)]
     read_alerts(bootstrap, out_topic, 2)
     assert_alerts(read_all_alerts(bootstrap, out_topic), expected)
+
+
+VENUES = ("binance", "coinbase", "kraken", "okx", "bybit")  # partitions 0-4; partition 5 stays empty
+
+
+def test_arbitrage_detector_n_way(kafka_bootstrap: str, flink_clean: harness.FlinkCluster) -> None:
+    """Five exchanges and one the fee table does not know; gross and net trigger side by side.
+
+    Both jobs read the same trades (at-least-once): the default job (gross trigger) and one
+    with ARBITRAGE_TRIGGER=net. Every price below is a VWAP; fees are the built-in defaults.
+    """
+    bootstrap, cluster = kafka_bootstrap, flink_clean
+    trades_topic, gross_topic = topics(bootstrap, partitions=len(VENUES) + 1)
+    net_topic = f"{gross_topic}.net"
+    harness.create_topic(bootstrap, net_topic, partitions=3)
+    # W0 BTC, 5 venues: kraken 43000 is the cheapest fresh venue and okx 43300 the dearest, so
+    # the widest spread (gross $300) is kraken -> okx. Coinbase would sell at 44000 but its last
+    # trade is 6 s before the window end: stale, left out of the comparison and of `venues`.
+    # bybit's only trade is exactly 5 s before the end: still fresh. After fees, binance (10 bps)
+    # -> okx nets $163.65 while kraken (40 bps) -> okx nets only $84.70: the net job names binance.
+    btc0 = {"binance": [("43050", "1", w(0, 3000)), ("43050", "1", w(0, 8000))],
+            "coinbase": [("44000", "1", w(0, 4000))],
+            "kraken": [("42990", "1", w(0, 6000)), ("43010", "1", w(0, 7000))],
+            "okx": [("43300", "2", w(0, 9000))],
+            "bybit": [("43100", "1", w(0, 5000))]}
+    # W0 ETH, 3 venues: gross $6 (bybit -> kraken) passes the $5 override, but
+    # kraken's 40 bps turn it into a net loss of $4.024: the gross job alerts and shows the net
+    # spread negative; no pair nets anything, so the net job stays silent.
+    eth0 = {"bybit": [("2000", "1", w(0, 7000))], "kraken": [("2006", "1", w(0, 8000))],
+            "binance": [("2003", "1", w(0, 8500))]}
+    # W0 SOL: coinbase is stale, okx alone cannot be compared: no alert despite the $60 gap.
+    sol0 = {"okx": [("150", "1", w(0, 8000))], "coinbase": [("90", "1", w(0, 2000))]}
+    # W1 BTC: exactly $50 (not above the threshold). W1 ETH: kraken -> mockx, an exchange that
+    # is not in the fee table (10 bps): gross $100, net $89.90; both jobs alert.
+    btc1 = {"bybit": [("43000", "1", w(1, 6000))], "binance": [("43050", "1", w(1, 7000))]}
+    eth1 = {"kraken": [("2000", "1", w(1, 8000))], "mockx": [("2100", "1", w(1, 8000))]}
+
+    quote = {"coinbase": "USD", "kraken": "USD", "mockx": "USD"}  # the others quote USDT
+    per_partition: dict[str, list[dict]] = {v: clock(v, 0, 3) for v in VENUES}
+    for asset, window in (("BTC", btc0), ("ETH", eth0), ("SOL", sol0), ("BTC", btc1), ("ETH", eth1)):
+        for exchange, spec in window.items():
+            # mockx shares bybit's partition: partitions are not exchanges to the job.
+            per_partition["bybit" if exchange == "mockx" else exchange] += trades_of(
+                exchange, f"{asset}-{quote.get(exchange, 'USDT')}", spec)
+    for partition, exchange in enumerate(VENUES):
+        produce(bootstrap, trades_topic, partition, per_partition[exchange])
+
+    args = common_args(bootstrap, trades_topic, gross_topic, "at-least-once") + ["--thresholds", "ETH=5"]
+    submit(cluster, ARBITRAGE, args)
+    net_args = common_args(bootstrap, trades_topic, net_topic, "at-least-once") + ["--thresholds", "ETH=5"]
+    net_args[net_args.index("--group-id") + 1] += ".net"
+    submit(cluster, ARBITRAGE, net_args, env={"ARBITRAGE_TRIGGER": "net"})
+
+    gross = [arbitrage("BTC", 0, btc0, "50"), arbitrage("ETH", 0, eth0, "5"), arbitrage("ETH", 1, eth1, "5")]
+    assert (gross[0]["buy_exchange"], gross[0]["sell_exchange"], gross[0]["spread_usd"]) == ("kraken", "okx", "300")
+    assert gross[0]["venues"] == ["binance", "bybit", "kraken", "okx"] and gross[0]["net_spread_usd"] == "84.7"
+    assert gross[1]["net_spread_usd"] == "-4.024" and gross[1]["venue_count"] == 3
+    net = [arbitrage("BTC", 0, btc0, "50", trigger="net"), arbitrage("ETH", 1, eth1, "5", trigger="net")]
+    assert (net[0]["buy_exchange"], net[0]["net_spread_usd"]) == ("binance", "163.65")
+    assert (net[1]["sell_exchange"], net[1]["sell_fee_bps"], net[1]["net_spread_usd"]) == ("mockx", "10", "89.9")
+
+    read_alerts(bootstrap, gross_topic, len(gross))
+    read_alerts(bootstrap, net_topic, len(net))
+    final = read_all_alerts(bootstrap, gross_topic)
+    assert_alerts(final, gross)
+    assert_alerts(read_all_alerts(bootstrap, net_topic), net)
+    assert by_id(final)[gross[0]["alert_id"]]["summary"] == (
+        "BTC: buy on kraken at 43000, sell on okx at 43300, spread $300 (69.77 bps), net $84.7 (19.7 bps) "
+        "after fees, 4 venues, in 2023-11-14T22:13:20.000Z/2023-11-14T22:13:30.000Z")

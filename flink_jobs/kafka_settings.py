@@ -1,0 +1,1 @@
+../services/cryptomon/kafka_settings.py
