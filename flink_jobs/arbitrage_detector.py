@@ -244,24 +244,33 @@ FROM (
   GROUP BY `exchange`, asset, window_start, window_end
 )
 WHERE last_ts >= {sql_epoch_ms('window_end')} - {age}"""
-    # 2. Every ordered pair of fresh venues of the same asset and window (a window join, so it
-    # fires once when the window closes and keeps no state after). Net = what is left per unit
-    # after paying the taker fee on both legs: sell * (1 - fee) - buy * (1 + fee).
+    # 2. One row per asset and window with its fresh venues packed into an array (a cascaded
+    # window aggregation: it fires once when the window closes and keeps no state after).
+    asset_windows = """
+CREATE TEMPORARY VIEW asset_windows AS
+SELECT asset, window_start, window_end,
+  ARRAY_AGG(ROW(`exchange`, vwap, fee_bps, trade_count, volume, last_ts)) AS sides,
+  ARRAY_SORT(ARRAY_AGG(`exchange`)) AS venues, COUNT(*) AS venue_count
+FROM sides
+GROUP BY asset, window_start, window_end"""
+    # 3. Every ordered pair of distinct venues of that array (the array unnested twice). Net =
+    # what is left per unit after the taker fee on both legs: sell * (1 - fee) - buy * (1 + fee).
     net = (f"CAST(CAST(s.vwap * (10000 - s.fee_bps) - b.vwap * (10000 + b.fee_bps) AS DECIMAL(30, 14))"
            f" * CAST('0.0001' AS DECIMAL(5, 4)) AS {PRICE_OUT_T})")
     pairs = f"""
 CREATE TEMPORARY VIEW pairs AS
-SELECT b.asset, b.window_start, b.window_end,
-  b.`exchange` AS buy_exchange, b.vwap AS buy_price, b.fee_bps AS buy_fee_bps,
-  b.trade_count AS buy_count, b.volume AS buy_volume, b.last_ts AS buy_last,
-  s.`exchange` AS sell_exchange, s.vwap AS sell_price, s.fee_bps AS sell_fee_bps,
-  s.trade_count AS sell_count, s.volume AS sell_volume, s.last_ts AS sell_last,
+SELECT w.asset, w.window_start, w.window_end, w.venues, w.venue_count,
+  b.ex AS buy_exchange, b.vwap AS buy_price, b.fee_bps AS buy_fee_bps,
+  b.cnt AS buy_count, b.vol AS buy_volume, b.last_ts AS buy_last,
+  s.ex AS sell_exchange, s.vwap AS sell_price, s.fee_bps AS sell_fee_bps,
+  s.cnt AS sell_count, s.vol AS sell_volume, s.last_ts AS sell_last,
   s.vwap - b.vwap AS spread,
   {net} AS net_spread
-FROM sides b JOIN sides s
-  ON b.asset = s.asset AND b.window_start = s.window_start AND b.window_end = s.window_end
-WHERE b.`exchange` <> s.`exchange`"""
-    # 3. The best pair per asset and window (window Top-1): by the triggering spread, ties by
+FROM asset_windows w
+  CROSS JOIN UNNEST(w.sides) AS b (ex, vwap, fee_bps, cnt, vol, last_ts)
+  CROSS JOIN UNNEST(w.sides) AS s (ex, vwap, fee_bps, cnt, vol, last_ts)
+WHERE b.ex <> s.ex"""
+    # 4. The best pair per asset and window (window Top-1): by the triggering spread, ties by
     # the other spread, then by name so replays pick the same pair.
     order = "spread DESC, net_spread DESC" if args.trigger == "gross" else "net_spread DESC, spread DESC"
     best = f"""
@@ -271,24 +280,14 @@ SELECT * FROM (
                                ORDER BY {order}, buy_exchange, sell_exchange) AS rn
   FROM pairs)
 WHERE rn = 1"""
-    # 4. The fresh venues of the asset in the window: every one of them is the buy side of
-    # some pair (aggregating the pairs, not the trades, keeps it to one pass over the trades).
-    venues = """
-CREATE TEMPORARY VIEW venue_sets AS
-SELECT asset, window_start, window_end,
-  ARRAY_SORT(ARRAY_AGG(DISTINCT buy_exchange)) AS venues, COUNT(DISTINCT buy_exchange) AS venue_count
-FROM pairs
-GROUP BY asset, window_start, window_end"""
     if args.demo:
         threshold = sql_dec(DEMO_THRESHOLD)
     else:
-        threshold = sql_threshold_case("p.asset", "p.asset", args.thresholds, args.spread_threshold_usd)
-    joined = f"""
+        threshold = sql_threshold_case("asset", "asset", args.thresholds, args.spread_threshold_usd)
+    candidates = f"""
 CREATE TEMPORARY VIEW candidates AS
-SELECT p.*, v.venues, v.venue_count, {threshold} AS threshold,
-  {sql_epoch_ms('p.window_end')} AS window_end_ms
-FROM best_pairs p JOIN venue_sets v
-  ON p.asset = v.asset AND p.window_start = v.window_start AND p.window_end = v.window_end"""
+SELECT *, {threshold} AS threshold, {sql_epoch_ms('window_end')} AS window_end_ms
+FROM best_pairs"""
     # bps are relative to the buy price (return on the dollar spent).
     def bps(expr: str) -> str:
         return f"CAST(CAST({expr} AS {PRICE_OUT_T}) * 10000 / CAST(buy_price AS {PRICE_OUT_T}) AS {BPS_T})"
@@ -324,7 +323,8 @@ SELECT
 FROM candidates
 WHERE {metric} > threshold"""
     sink = sink_ddl("arbitrage_alerts", SINK_COLUMNS, settings.arbitrage_topic, args, settings)
-    return [source_ddl(args, settings), CLEAN_TRADES_VIEW, sink, sides, pairs, best, venues, joined, insert]
+    return [source_ddl(args, settings), CLEAN_TRADES_VIEW, sink, sides, asset_windows, pairs, best, candidates,
+            insert]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

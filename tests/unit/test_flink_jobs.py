@@ -284,7 +284,7 @@ def test_demo_mode_by_flag_or_variable() -> None:
 
 def test_arbitrage_thresholds_in_sql() -> None:
     sql = statements(["--thresholds", "ETH=5"])["candidates"]
-    assert "WHEN p.asset = 'ETH' THEN CAST('5' AS" in sql and "ELSE CAST('50' AS" in sql
+    assert "WHEN asset = 'ETH' THEN CAST('5' AS" in sql and "ELSE CAST('50' AS" in sql
     demo = statements(["--demo", "--thresholds", "ETH=5"])["candidates"]
     assert "CAST('0.1' AS DECIMAL(28, 12)) AS threshold" in demo and "'ETH'" not in demo
     with pytest.raises(arbitrage.ConfigError):
@@ -345,9 +345,12 @@ def test_trigger_picks_the_ranking_and_the_compared_spread() -> None:
 
 
 def test_pairs_are_every_ordered_pair_of_distinct_fresh_venues() -> None:
-    pairs = statements([])["pairs"]
-    assert "FROM sides b JOIN sides s" in pairs and "WHERE b.`exchange` <> s.`exchange`" in pairs
-    assert "b.window_start = s.window_start AND b.window_end = s.window_end" in pairs
+    sql = statements([])
+    assert "FROM sides\nGROUP BY asset, window_start, window_end" in sql["asset_windows"]
+    assert "ARRAY_AGG(ROW(`exchange`, vwap, fee_bps" in sql["asset_windows"]
+    pairs = sql["pairs"]
+    assert "CROSS JOIN UNNEST(w.sides) AS b" in pairs and "CROSS JOIN UNNEST(w.sides) AS s" in pairs
+    assert pairs.rstrip().endswith("WHERE b.ex <> s.ex")
 
 
 def test_alert_schema_version_2_drops_the_fixed_venue_fields() -> None:
