@@ -13,9 +13,9 @@ mirror=$({ grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?$' /etc/apt/sources.
   | awk '{print $2}' | head -n1)
 mirror=${CRYPTOMON_DEBIAN_MIRROR:-$mirror}
 [[ -n $mirror ]] || { echo "[image] ERROR: no Debian mirror found in /etc/apt; set CRYPTOMON_DEBIAN_MIRROR" >&2; exit 1; }
-# Java 17 and python3-apt/venv are baked in so converges don't re-download ~150 MB per
+# Java 17, python3-apt/venv and python3-cryptography (community.crypto) are baked in so converges don't re-download ~150 MB per
 # container; the roles still declare them (apt state=present), as on a real VM.
-pkgs=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-packaging,openjdk-17-jre-headless,procps,iproute2,ca-certificates,sudo,less,netbase
+pkgs=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-packaging,python3-cryptography,openjdk-17-jre-headless,procps,iproute2,ca-certificates,sudo,less,netbase
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "[image] debootstrap bookworm from $mirror (about a minute)" >&2

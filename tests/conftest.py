@@ -41,3 +41,12 @@ def flink_clean(flink):
     """The session Flink cluster, with every job cancelled after the test."""
     yield flink
     flink.cancel_all()
+
+
+@pytest.fixture(scope="session")
+def kafka_secure(tmp_path_factory: pytest.TempPathFactory):
+    """A single KRaft node with the bundle's security model (SASL_SSL clients, mTLS between
+    nodes, StandardAuthorizer) and the service users; see harness.start_kafka(secure=True)."""
+    node = harness.start_kafka(tmp_path_factory.mktemp("kafka-secure"), secure=True)
+    yield node
+    node.stop()

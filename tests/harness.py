@@ -77,6 +77,11 @@ def kafka_home() -> Path:
     return home
 
 
+# The service users of the bundle (roles/cryptomon defaults: cryptomon_kafka_users).
+KAFKA_USERS = ("cryptomon-admin", "cryptomon-producer", "cryptomon-flink", "cryptomon-alerter",
+               "cryptomon-dashboard")
+
+
 @dataclass
 class KafkaNode:
     bootstrap: str
@@ -84,17 +89,85 @@ class KafkaNode:
     workdir: Path
     proc: subprocess.Popen | None = None
     log_path: Path = field(default_factory=Path)
+    # Secure nodes only: the INTERNAL (mTLS) listener, the CA and the node's identity, and
+    # the SCRAM users with their passwords.
+    internal: str = ""
+    ca_file: Path | None = None
+    node_cert: Path | None = None
+    node_key: Path | None = None
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def secure(self) -> bool:
+        return self.ca_file is not None
+
+    def client_config(self, user: str | None = "cryptomon-admin") -> dict[str, str]:
+        """librdkafka settings for the client listener: SASL_SSL as `user` on a secure node."""
+        if not self.secure or user is None:
+            return {"bootstrap.servers": self.bootstrap}
+        return {"bootstrap.servers": self.bootstrap, "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
+                "sasl.password": self.users[user], "ssl.ca.location": str(self.ca_file)}
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """The services' KAFKA_* environment for `user` (what the role renders)."""
+        if not self.secure:
+            return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_USERNAME": user,
+                "KAFKA_PASSWORD": self.users[user], "KAFKA_SSL_CA_LOCATION": str(self.ca_file)}
+
+    def node_config(self) -> dict[str, str]:
+        """The node's own identity (a super user) on the INTERNAL listener, mTLS."""
+        return {"bootstrap.servers": self.internal, "security.protocol": "SSL",
+                "ssl.ca.location": str(self.ca_file), "ssl.certificate.location": str(self.node_cert),
+                "ssl.key.location": str(self.node_key)}
 
     def stop(self) -> None:
         stop_process(self.proc, 20)
 
 
-def start_kafka(workdir: Path, extra: dict[str, str] | None = None, timeout: float = 60) -> KafkaNode:
-    """Format and start a single combined-mode KRaft node; returns once it serves metadata."""
+def _secure_props(workdir: Path, port: int, iport: int, cport: int) -> tuple[dict[str, str], dict]:
+    """The listeners and security settings the kafka role renders (roles/kafka/vars/main.yml)."""
+    from pki import TestCA
+
+    ca = TestCA(workdir / "pki")
+    node = ca.issue("kafka-node", ["127.0.0.1", "localhost"])
+    props = {
+        "listeners": f"CLIENT://127.0.0.1:{port},INTERNAL://127.0.0.1:{iport},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{port},INTERNAL://127.0.0.1:{iport}",
+        "listener.security.protocol.map": "CLIENT:SASL_SSL,CONTROLLER:SSL,INTERNAL:SSL",
+        "inter.broker.listener.name": "INTERNAL",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(node.pem),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(ca.cert_path),
+        "ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^(.*,)?CN=([^,]+)(,.*)?$/$2/,DEFAULT",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": "User:cryptomon-admin;User:kafka-node",
+        "listener.name.client.ssl.client.auth": "none",
+        "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.client.scram-sha-512.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    }
+    return props, {"ca": ca, "node": node}
+
+
+def start_kafka(workdir: Path, extra: dict[str, str] | None = None, timeout: float = 60,
+                secure: bool = False, create_users: bool = True) -> KafkaNode:
+    """Format and start a single combined-mode KRaft node; returns once it serves metadata.
+
+    secure=True: the bundle's security model (CLIENT SASL_SSL/SCRAM-SHA-512, INTERNAL and
+    CONTROLLER TLS with client certificates, StandardAuthorizer, no access without an ACL) with
+    the KAFKA_USERS created through the node's own identity, like the kafka_admin role does
+    (create_users=False: no SCRAM user exists yet, as on a freshly formatted cluster).
+    """
     from confluent_kafka.admin import AdminClient
 
     home = kafka_home()
-    port, cport = free_port(), free_port()
+    port, cport, iport = free_port(), free_port(), free_port()
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -114,8 +187,12 @@ def start_kafka(workdir: Path, extra: dict[str, str] | None = None, timeout: flo
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
     }
-    props.update(extra or {})
     workdir.mkdir(parents=True, exist_ok=True)
+    tls: dict = {}
+    if secure:
+        secure_props, tls = _secure_props(workdir, port, iport, cport)
+        props.update(secure_props)
+    props.update(extra or {})
     conf = workdir / "server.properties"
     conf.write_text("".join(f"{k}={v}\n" for k, v in sorted(props.items())))
     cp = f"{home}/libs/*"
@@ -136,7 +213,12 @@ def start_kafka(workdir: Path, extra: dict[str, str] | None = None, timeout: flo
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     node = KafkaNode(f"127.0.0.1:{port}", f"127.0.0.1:{cport}", workdir, proc, log)
-    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    if secure:
+        node.internal = f"127.0.0.1:{iport}"
+        node.ca_file = tls["ca"].cert_path
+        node.node_cert, node.node_key = tls["node"].cert, tls["node"].key
+    # log_level 2 (critical only): the startup polling would print every refused connection.
+    admin = AdminClient({**(node.node_config() if secure else {"bootstrap.servers": node.bootstrap}), "log_level": 2})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -144,12 +226,38 @@ def start_kafka(workdir: Path, extra: dict[str, str] | None = None, timeout: flo
         try:
             md = admin.list_topics(timeout=2)
             if md.brokers:
+                if secure and create_users:
+                    _create_scram_users(admin, node)
                 return node
         except Exception:  # noqa: BLE001 - not up yet
             pass
         time.sleep(0.5)
     node.stop()
     raise RuntimeError(f"Kafka did not come up in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def _create_scram_users(admin, node: KafkaNode) -> None:
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    node.users = {u: uuid.uuid4().hex for u in KAFKA_USERS}
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    futures = admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion(u, info, pw.encode()) for u, pw in node.users.items()])
+    for f in futures.values():
+        f.result(30)
+    # SCRAM credentials reach the broker through the metadata log: wait until admin can log in.
+    from confluent_kafka.admin import AdminClient
+
+    check = AdminClient(node.client_config())
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            check.list_topics(timeout=3)
+            return
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def _kafka_uuid() -> str:
@@ -231,14 +339,22 @@ class FlinkCluster:
     env: dict[str, str]
     procs: list[subprocess.Popen]
 
-    def run_python_job(self, script: Path, *args: str, detached: bool = True, timeout: float = 180) -> str:
-        """Submit a PyFlink job with `flink run -py`; returns the job id."""
+    def run_python_job(self, script: Path, *args: str, detached: bool = True, timeout: float = 180,
+                       pyfs: list[Path] | None = None, options: list[str] | None = None,
+                       env: dict[str, str] | None = None) -> str:
+        """Submit a PyFlink job with `flink run [options] [-pyfs a,b] -py script args`; returns the job id.
+
+        options: more `flink run` options (-s <savepoint>, -D...); env: the driver's extra variables.
+        """
         cmd = [str(flink_home() / "bin" / "flink"), "run", "-m", self.rest_url.removeprefix("http://"),
                "-pyexec", sys.executable, "-pyclientexec", sys.executable]
         if detached:
             cmd.append("-d")
+        cmd += options or []
+        if pyfs:
+            cmd += ["-pyfs", ",".join(str(p) for p in pyfs)]
         cmd += ["-py", str(script), *args]
-        res = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
         if res.returncode != 0:
             raise RuntimeError(f"flink run failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
         for line in res.stdout.splitlines():

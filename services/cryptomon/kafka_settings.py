@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -23,7 +23,14 @@ class KafkaSettings:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     username: str | None = None
-    password: str | None = None
+    # Never in a repr or a log line.
+    password: str | None = field(default=None, repr=False)
+    # Where the password came from, when it was read from a file (KAFKA_PASSWORD_FILE, e.g. a
+    # systemd credential): the Flink jobs hand Kafka this path instead of the password.
+    password_file: str | None = None
+    # CA bundle (PEM) to verify the brokers' certificates (KAFKA_SSL_CA_LOCATION); None = the
+    # system's CAs.
+    ssl_ca_location: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
@@ -43,6 +50,11 @@ class KafkaSettings:
                 )
         protocol = (get("KAFKA_SECURITY_PROTOCOL", "") or "").upper()
         username, password = get("KAFKA_USERNAME"), get("KAFKA_PASSWORD")
+        password_file = get("KAFKA_PASSWORD_FILE")
+        if password_file:
+            if password:
+                raise ConfigError("KAFKA_PASSWORD_FILE: set KAFKA_PASSWORD or KAFKA_PASSWORD_FILE, not both")
+            password = _read_secret("KAFKA_PASSWORD_FILE", password_file)
         mechanism = (get("KAFKA_SASL_MECHANISM", "") or "").upper() or None
         if not protocol:
             protocol = "SASL_SSL" if username else "PLAINTEXT"
@@ -66,23 +78,33 @@ class KafkaSettings:
             raise ConfigError(
                 f"KAFKA_USERNAME is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL"
             )
+        ca = get("KAFKA_SSL_CA_LOCATION")
+        if ca:
+            if not protocol.endswith("SSL"):
+                raise ConfigError(
+                    f"KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+                )
+            if not os.path.isfile(ca) or not os.access(ca, os.R_OK):
+                raise ConfigError(f"KAFKA_SSL_CA_LOCATION: {ca!r} is not a readable file")
         topics = {}
-        for var, field in (
+        for var, attr in (
             ("KAFKA_TRADES_TOPIC", "trades_topic"),
             ("KAFKA_ALERTS_TOPIC", "alerts_topic"),
             ("KAFKA_ARBITRAGE_TOPIC", "arbitrage_topic"),
         ):
-            name = get(var, getattr(cls, field))
+            name = get(var, getattr(cls, attr))
             assert name is not None
             if not all(c.isalnum() or c in "._-" for c in name) or len(name) > 249:
                 raise ConfigError(f"{var}: {name!r} is not a valid Kafka topic name")
-            topics[field] = name
+            topics[attr] = name
         return cls(
             bootstrap_servers=bootstrap,
             security_protocol=protocol,
             sasl_mechanism=mechanism if protocol.startswith("SASL_") else None,
             username=username,
             password=password,
+            password_file=password_file,
+            ssl_ca_location=ca,
             **topics,
         )
 
@@ -96,9 +118,27 @@ class KafkaSettings:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.username or ""
             conf["sasl.password"] = self.password or ""
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
         return conf
 
     def redacted(self) -> str:
         """One line for start-up logs, without the password."""
         auth = f" sasl={self.sasl_mechanism} user={self.username}" if self.sasl_mechanism else ""
-        return f"bootstrap={self.bootstrap_servers} protocol={self.security_protocol}{auth}"
+        ca = f" ca={self.ssl_ca_location}" if self.ssl_ca_location else ""
+        return f"bootstrap={self.bootstrap_servers} protocol={self.security_protocol}{auth}{ca}"
+
+
+def _read_secret(var: str, path: str) -> str:
+    """The first line of a secret file (trailing newline dropped); errors name the variable,
+    never the content."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{var}: cannot read {path!r} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{var}: {path!r} is not UTF-8 text") from None
+    if not value:
+        raise ConfigError(f"{var}: {path!r} is empty")
+    return value

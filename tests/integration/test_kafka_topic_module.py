@@ -1,4 +1,4 @@
-"""The kafka_topic module and the kafka_topics role, run by Ansible against the real broker."""
+"""The kafka_topic module and the kafka_admin role, run by Ansible against the real broker."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ROLE = REPO / "roles" / "kafka_topics"
+ROLE = REPO / "roles" / "kafka_admin"
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("CRYPTOMON_CACHE", Path.home() / ".cache" / "cryptomon"))
 
@@ -27,6 +27,7 @@ def ansible_env(**extra: str) -> dict[str, str]:
         "ANSIBLE_STDOUT_CALLBACK": "json",
         "ANSIBLE_CALLBACKS_ENABLED": "",
         "ANSIBLE_LIBRARY": str(ROLE / "library"),
+        "ANSIBLE_MODULE_UTILS": str(ROLE / "module_utils"),
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
         "ANSIBLE_LOCALHOST_WARNING": "false",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
@@ -227,7 +228,7 @@ ROLE_PLAYBOOK = """\
 - hosts: kafka
   gather_facts: false
   roles:
-    - role: kafka_topics
+    - role: kafka_admin
 """
 
 
@@ -242,19 +243,25 @@ def test_role_converges_idempotently_from_the_artifact_cache(kafka_bootstrap, tm
     inventory = (
         "[kafka_broker]\n"
         f"broker1 ansible_connection=local ansible_python_interpreter={python} "
-        f"kafka_advertised_host={host} kafka_broker_port={port}\n"
+        f"cryptomon_advertised_host={host} cryptomon_kafka_port={port}\n"
         "[kafka:children]\nkafka_broker\n"
     )
     extra = {
-        "kafka_topics_admin_venv": str(tmp_path / "venv"),
-        "kafka_topics_wheelhouse": str(tmp_path / "wheels"),
-        "kafka_topics_python": python,
-        "kafka_topics_system_packages": [],
+        "kafka_admin_venv": str(tmp_path / "venv"),
+        "kafka_admin_wheelhouse": str(tmp_path / "wheels"),
+        "kafka_admin_python": python,
+        "kafka_admin_system_packages": [],
         "cryptomon_airgapped": True,
         "cryptomon_artifact_cache": str(CACHE / "artifacts"),
-        "kafka_topics_trades_name": f"{prefix}.trades",
-        "kafka_topics_alerts_name": f"{prefix}.alerts",
-        "kafka_topics_arbitrage_name": f"{prefix}.arbitrage",
+        "cryptomon_templates_dir": str(REPO / "templates"),
+        "cryptomon_trades_topic": f"{prefix}.trades",
+        "cryptomon_alerts_topic": f"{prefix}.alerts",
+        "cryptomon_arbitrage_topic": f"{prefix}.arbitrage",
+        # The topics part of the role against the plaintext test broker (users and ACLs are
+        # covered against a secure one in test_kafka_security.py); no certificates needed.
+        "cryptomon_kafka_plaintext": True,
+        "cryptomon_host_prepared": True,
+        "cryptomon_state_dir": str(tmp_path / "state"),
     }
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(extra))
@@ -277,11 +284,11 @@ def test_role_converges_idempotently_from_the_artifact_cache(kafka_bootstrap, tm
     assert second["stats"]["broker1"]["failures"] == 0
     assert second["stats"]["broker1"]["changed"] == 0, json.dumps(second)[-3000:]
 
-    checked = converge("--check", "--diff", "-e", "kafka_topics_trades_partitions=8")
+    checked = converge("--check", "--diff", "-e", "kafka_admin_trades_partitions=8")
     assert checked["stats"]["broker1"]["changed"] == 1
     assert describe(kafka_bootstrap, f"{prefix}.trades")["partitions"] == 6
 
-    lowered = converge("-e", "kafka_topics_trades_partitions=4")
+    lowered = converge("-e", "kafka_admin_trades_partitions=4")
     assert lowered["stats"]["broker1"]["failures"] == 1
     task = lowered["plays"][0]["tasks"][-1]["hosts"]["broker1"]
     assert "partitions cannot be lowered from 6 to 4" in task["msg"]

@@ -45,8 +45,8 @@ def test_example_inventory_split_roles_dynamic_quorum(tmp_path):
         assert "controller.quorum.voters" not in p
     assert props["kctl-1"]["listeners"] == "CONTROLLER://0.0.0.0:9093"
     assert "inter.broker.listener.name" not in props["kctl-1"]
-    assert props["kbrk-2"]["advertised.listeners"] == "PLAINTEXT://kbrk-2:9092"
-    assert props["kbrk-2"]["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["kbrk-2"]["advertised.listeners"] == "CLIENT://kbrk-2:9092,INTERNAL://kbrk-2:9094"
+    assert props["kbrk-2"]["inter.broker.listener.name"] == "INTERNAL"
     # three brokers: RF 3 and min ISR 2 for internal topics; the operator override lands
     assert props["kbrk-1"]["offsets.topic.replication.factor"] == "3"
     assert props["kbrk-1"]["min.insync.replicas"] == "2"
@@ -63,6 +63,36 @@ def test_example_inventory_split_roles_dynamic_quorum(tmp_path):
     assert fmt["kbrk-1"] == ["--no-initial-controllers"]
 
 
+def test_example_inventory_is_secure_everywhere(tmp_path):
+    """No PLAINTEXT listener on any node; clients SASL_SSL/SCRAM, nodes mTLS, ACLs enforced."""
+    props, _ = render(tmp_path, REPO / "inventory" / "example")
+    for host, p in props.items():
+        protocols = dict(item.split(":") for item in p["listener.security.protocol.map"].split(","))
+        used = [entry.split("://")[0] for entry in p["listeners"].split(",")]
+        assert used and all(protocols[name] in ("SSL", "SASL_SSL") for name in used), host
+        assert "PLAINTEXT" not in p["listener.security.protocol.map"], host
+        assert p["controller.listener.names"] == "CONTROLLER" and protocols["CONTROLLER"] == "SSL"
+        assert p["ssl.client.auth"] == "required", host  # INTERNAL and CONTROLLER: client certificates
+        assert p["ssl.keystore.type"] == "PEM" and p["ssl.truststore.location"].endswith("/ca.crt")
+        assert p["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        assert p["allow.everyone.if.no.acl.found"] == "false"
+        supers = p["super.users"].split(";")
+        assert "User:cryptomon-admin" in supers
+        assert {f"User:{h}" for h in props} <= set(supers), host  # every node, by its certificate CN
+    broker = props["kbrk-1"]
+    assert broker["listener.name.client.ssl.client.auth"] == "none"  # SCRAM authenticates clients
+    assert broker["listener.name.client.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert "ScramLoginModule" in broker["listener.name.client.scram-sha-512.sasl.jaas.config"]
+    assert "listener.name.client.sasl.enabled.mechanisms" not in props["kctl-1"]
+
+
+def test_plaintext_only_on_purpose(tmp_path):
+    props, _ = render(tmp_path, REPO / "inventory" / "example", "-e", "cryptomon_kafka_plaintext=true")
+    p = props["kbrk-1"]
+    assert p["listener.security.protocol.map"] == "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT"
+    assert "authorizer.class.name" not in p and "ssl.keystore.location" not in p
+
+
 def test_example_inventory_static_quorum(tmp_path):
     props, fmt = render(tmp_path, REPO / "inventory" / "example", "-e", "kafka_quorum_mode=static")
     for p in props.values():
@@ -74,7 +104,8 @@ def test_sandbox_inventory_combined_mode(tmp_path):
     props, _ = render(tmp_path, REPO / "inventory" / "sandbox")
     p = props["cm-kafka"]
     assert p["process.roles"] == "broker,controller"
-    assert p["listeners"] == "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093"
+    assert p["listeners"] == "CLIENT://0.0.0.0:9092,INTERNAL://0.0.0.0:9094,CONTROLLER://0.0.0.0:9093"
+    assert p["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SSL,INTERNAL:SSL"
     assert p["controller.quorum.voters"] == "1@cm-kafka:9093"
     assert p["offsets.topic.replication.factor"] == "1"
     assert p["auto.create.topics.enable"] == "false"

@@ -13,17 +13,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE_PATH = REPO / "roles" / "kafka_topics" / "library" / "kafka_topic.py"
+ROLE = REPO / "roles" / "kafka_admin"
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("kafka_topic_module", MODULE_PATH)
+def load_role_module(name: str):
+    """Load one of the role's modules as a plain Python module; its module_utils are made
+    importable under ansible.module_utils like Ansible does for a role."""
+    utils = "ansible.module_utils.kafka_admin_client"
+    if utils not in sys.modules:
+        spec = importlib.util.spec_from_file_location(utils, ROLE / "module_utils" / "kafka_admin_client.py")
+        sys.modules[utils] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[utils])
+    spec = importlib.util.spec_from_file_location(f"{name}_module", ROLE / "library" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-kt = _load_module()
+kt = load_role_module("kafka_topic")
 
 
 def topic(name, partitions=3, rf=1, configs=None, state="present"):
@@ -323,6 +330,7 @@ RENDER_PLAYBOOK = """\
 - hosts: localhost
   gather_facts: false
   vars_files:
+    - {shared}
     - {defaults}
   tasks:
     - name: Render
@@ -340,7 +348,8 @@ def render_topics(tmp_path: Path, brokers: int, extra_vars: dict | None = None) 
     )
     playbook = tmp_path / "render.yml"
     playbook.write_text(RENDER_PLAYBOOK.format(
-        defaults=REPO / "roles" / "kafka_topics" / "defaults" / "main.yml",
+        shared=REPO / "roles" / "cryptomon" / "defaults" / "main.yml",
+        defaults=REPO / "roles" / "kafka_admin" / "defaults" / "main.yml",
         template=REPO / "templates" / "kafka" / "topics.yml.j2",
     ))
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
@@ -378,11 +387,11 @@ def test_template_scales_replication_to_a_single_broker(tmp_path):
 
 def test_template_names_are_overridable_and_extras_appended(tmp_path):
     topics = render_topics(tmp_path, brokers=2, extra_vars={
-        "kafka_topics_trades_name": "prod.trades",
-        "kafka_topics_alerts_name": "prod.alerts",
-        "kafka_topics_arbitrage_name": "prod.arbitrage",
-        "kafka_topics_trades_partitions": 12,
-        "kafka_topics_extra": [
+        "cryptomon_trades_topic": "prod.trades",
+        "cryptomon_alerts_topic": "prod.alerts",
+        "cryptomon_arbitrage_topic": "prod.arbitrage",
+        "kafka_admin_trades_partitions": 12,
+        "kafka_admin_topics_extra": [
             {"name": "audit.log", "partitions": "2", "replication_factor": 2,
              "configs": {"cleanup.policy": "compact"}},
             {"name": "legacy.trades", "state": "absent"},
@@ -405,9 +414,9 @@ def test_template_names_are_overridable_and_extras_appended(tmp_path):
 
 
 def test_template_can_render_only_extras_or_nothing(tmp_path):
-    assert render_topics(tmp_path, brokers=1, extra_vars={"kafka_topics_manage_defaults": False}) == []
+    assert render_topics(tmp_path, brokers=1, extra_vars={"kafka_admin_manage_default_topics": False}) == []
     only = render_topics(tmp_path, brokers=1, extra_vars={
-        "kafka_topics_manage_defaults": False,
-        "kafka_topics_extra": [{"name": "x", "partitions": 1, "replication_factor": 1}],
+        "kafka_admin_manage_default_topics": False,
+        "kafka_admin_topics_extra": [{"name": "x", "partitions": 1, "replication_factor": 1}],
     })
     assert [t["name"] for t in only] == ["x"]

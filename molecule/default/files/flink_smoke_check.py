@@ -7,10 +7,13 @@ import uuid
 
 from confluent_kafka import Consumer, Producer
 
-bootstrap, source, sink = sys.argv[1:4]
+# argv: <client settings JSON file> <source topic> <sink topic>
+with open(sys.argv[1]) as f:
+    client = json.load(f)
+source, sink = sys.argv[2:4]
 word = f"hello-{uuid.uuid4().hex[:8]}"
-producer = Producer({"bootstrap.servers": bootstrap})
-consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}",
+producer = Producer(client)
+consumer = Consumer({**client, "group.id": f"verify-{uuid.uuid4()}",
                      "auto.offset.reset": "earliest"})
 consumer.subscribe([sink])
 seen = []

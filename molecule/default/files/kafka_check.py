@@ -1,5 +1,7 @@
 """Verify Kafka from inside a host: a message round-trips through confluent-kafka, and the
-declared topics exist with their partitions and configs. Prints one JSON line; exit 1 on failure."""
+declared topics exist with their partitions and configs. Prints one JSON line; exit 1 on failure.
+
+argv: <client settings JSON file (librdkafka settings of the admin user)> <expected topics JSON>"""
 
 import json
 import sys
@@ -9,9 +11,10 @@ import uuid
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-bootstrap, expected_json = sys.argv[1], sys.argv[2]
-expected = json.loads(expected_json)  # [{"name", "partitions", "configs": {...}}]
-admin = AdminClient({"bootstrap.servers": bootstrap})
+with open(sys.argv[1]) as f:
+    client = json.load(f)
+expected = json.loads(sys.argv[2])  # [{"name", "partitions", "configs": {...}}]
+admin = AdminClient(client)
 errors: list[str] = []
 
 # 1. Round trip on a scratch topic (never on the product topics).
@@ -20,11 +23,11 @@ if topic not in admin.list_topics(timeout=10).topics:
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     time.sleep(2)
 payload = f"verify-{uuid.uuid4()}".encode()
-producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+producer = Producer({**client, "enable.idempotence": True, "acks": "all"})
 producer.produce(topic, key=b"verify", value=payload)
 if producer.flush(30) != 0:
     errors.append("produce did not complete")
-consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}",
+consumer = Consumer({**client, "group.id": f"verify-{uuid.uuid4()}",
                      "auto.offset.reset": "earliest"})
 consumer.subscribe([topic])
 got = False

@@ -9,8 +9,11 @@ from collections import Counter
 
 from confluent_kafka import Consumer
 
-bootstrap, topic, expected = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4()}",
+# argv: <client settings JSON file> <topic> <expected keys, comma separated>
+with open(sys.argv[1]) as f:
+    client = json.load(f)
+topic, expected = sys.argv[2], sys.argv[3].split(",")
+consumer = Consumer({**client, "group.id": f"verify-{uuid.uuid4()}",
                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
 consumer.subscribe([topic])
 keys: Counter = Counter()
