@@ -53,9 +53,13 @@ def clock(exchange: str, first: int, last: int) -> list[dict]:
     return [trade(exchange, symbol, w(k, 9_000), "1", "1") for k in range(first, last + 1)]
 
 
-def produce(bootstrap: str, topic: str, partition: int, trades: list[dict]) -> None:
-    """Send to one partition in event-time order, except trades marked with send_at()."""
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0})
+def produce(bootstrap: str | dict, topic: str, partition: int, trades: list[dict]) -> None:
+    """Send to one partition in event-time order, except trades marked with send_at().
+
+    bootstrap: the bootstrap servers, or a whole client configuration (a secure node's).
+    """
+    conf = {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap
+    p = Producer({**conf, "enable.idempotence": True, "linger.ms": 0})
     for t in in_send_order(trades):
         t = {k: v for k, v in t.items() if k != "_send_at"}
         p.produce(topic, key=f"{t['exchange']}:{t['symbol']}".encode(), value=json.dumps(t).encode(),
@@ -534,3 +538,50 @@ def test_arbitrage_detector_n_way(kafka_bootstrap: str, flink_clean: harness.Fli
     assert by_id(final)[gross[0]["alert_id"]]["summary"] == (
         "BTC: buy on kraken at 43000, sell on okx at 43300, spread $300 (69.77 bps), net $84.7 (19.7 bps) "
         "after fees, 4 venues, in 2023-11-14T22:13:20.000Z/2023-11-14T22:13:30.000Z")
+
+
+def test_jobs_reach_a_secure_kafka_with_a_password_file(kafka_secure: harness.KafkaNode,
+                                                        flink_clean: harness.FlinkCluster,
+                                                        tmp_path: Path) -> None:
+    """SASL_SSL/SCRAM with the bundle's CA and the password in a file (what the role renders).
+
+    The connector reads the CA as a PEM truststore and the password through Kafka's
+    DirectoryConfigProvider, so the password itself appears nowhere in the job Flink holds.
+    """
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    node, cluster = kafka_secure, flink_clean
+    user = "cryptomon-admin"  # the ACLs of the service users are the kafka_admin tests' business
+    conf = node.client_config(user)
+    suffix = uuid.uuid4().hex[:8]
+    trades_topic, out_topic = f"trades.raw.{suffix}", f"alerts.{suffix}"
+    admin = AdminClient(conf)
+    for f in admin.create_topics([NewTopic(t, 3, 1) for t in (trades_topic, out_topic)]).values():
+        f.result(30)
+    secret = tmp_path / "kafka-password"
+    secret.write_text(node.users[user])
+    env = {k: v for k, v in node.client_env(user).items() if k != "KAFKA_PASSWORD"}
+    env["KAFKA_PASSWORD_FILE"] = str(secret)
+
+    btc = [("43000", "4"), ("43100", "3")]
+    produce(conf, trades_topic, BINANCE, [trade("binance", "BTC-USDT", w(0, 1000), *btc[0]),
+                                          trade("binance", "BTC-USDT", w(0, 2000), *btc[1]), *clock("binance", 0, 2)])
+    args = common_args(node.bootstrap, trades_topic, out_topic, "exactly-once") + ["--thresholds", "BTC=5"]
+    job = submit(cluster, ANOMALY, args, env=env)
+    for path in (f"/jobs/{job}/plan", f"/jobs/{job}/config"):
+        assert node.users[user] not in json.dumps(cluster.rest(path)), path
+
+    c = Consumer({**conf, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed"})
+    c.subscribe([out_topic])
+    alerts: list[dict] = []
+    deadline = time.monotonic() + 120
+    try:
+        while not alerts and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                alerts.append(json.loads(msg.value()))
+    finally:
+        c.close()
+    assert_alerts(alerts, [anomaly("binance", "BTC-USDT", 0, btc, ["volume_threshold"], "5")])

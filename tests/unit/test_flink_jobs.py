@@ -10,7 +10,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import pytest
 
@@ -102,7 +102,8 @@ def test_help_lists_every_option_with_its_variable(job: ModuleType) -> None:
             continue
         assert re.search(r"\[env [A-Z_]+\]", text), f"{opt}: {text}"
     epilog = helps[-1][1]
-    for var in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_USERNAME", "KAFKA_PASSWORD"):
+    for var in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_USERNAME", "KAFKA_PASSWORD",
+                "KAFKA_PASSWORD_FILE", "KAFKA_SSL_CA_LOCATION"):
         assert var in epilog
 
 
@@ -152,7 +153,7 @@ def test_alert_ids_are_derived_from_job_key_and_window() -> None:
 def test_anomaly_defaults_and_env() -> None:
     args = anomaly.parse_args([], env={})
     assert args.bootstrap_servers == "localhost:9092" and args.trades_topic == "trades.raw"
-    assert args.output_topic == "signals.alerts" and args.group_id == "cryptomon-anomaly-detector"
+    assert args.output_topic == "signals.alerts" and args.group_id == "cryptomon-flink-anomaly-detector"
     assert args.delivery_guarantee == "at-least-once" and args.startup_mode == "group-offsets"
     assert args.thresholds == {"BTC": Decimal(50), "ETH": Decimal(500), "SOL": Decimal(5000)}
     assert args.default_threshold is None and args.spike_factor == Decimal(5)
@@ -192,7 +193,7 @@ def test_sink_options_per_delivery_guarantee() -> None:
     assert alo["key.fields"] == "alert_id" and alo["topic"] == "signals.alerts"
     eo_args = anomaly.parse_args(["--delivery-guarantee", "exactly-once"], env={})
     eo = options(anomaly.build_statements(eo_args)[2])
-    assert eo["sink.transactional-id-prefix"] == "cryptomon-anomaly-detector"
+    assert eo["sink.transactional-id-prefix"] == "cryptomon-flink-anomaly-detector"
     assert int(eo["properties.transaction.timeout.ms"]) <= 900_000
     arb = options(arbitrage.build_statements(arbitrage.parse_args([], env={}))[2])
     assert arb["topic"] == "signals.arbitrage"
@@ -204,7 +205,7 @@ def test_source_options_watermark_and_idleness() -> None:
     assert "WATERMARK FOR `event_time` AS `event_time` - INTERVAL '1.5' SECOND" in ddl
     opts = options(ddl)
     assert opts["scan.watermark.idle-timeout"] == "2500 ms" and opts["topic"] == "trades.raw"
-    assert opts["properties.group.id"] == "cryptomon-anomaly-detector"
+    assert opts["properties.group.id"] == "cryptomon-flink-anomaly-detector"
 
 
 def test_sasl_settings_reach_the_connector_with_shaded_login_module() -> None:
@@ -221,16 +222,31 @@ def test_sasl_settings_reach_the_connector_with_shaded_login_module() -> None:
         "properties.sasl.jaas.config"]
 
 
-def test_a_ca_file_becomes_a_pem_truststore() -> None:
-    """KAFKA_SSL_CA_LOCATION (a KafkaSettings.ssl_ca_location) reaches the Java client as PEM."""
-    base = dict(bootstrap_servers="k:9093", sasl_mechanism="SCRAM-SHA-512", username="u", password="p")
-    tls = SimpleNamespace(**base, security_protocol="SASL_SSL", ssl_ca_location="/etc/ca.pem")
-    props = flink_common.connector_properties(tls)  # type: ignore[arg-type]
-    assert props["properties.ssl.truststore.type"] == "PEM"
-    assert props["properties.ssl.truststore.location"] == "/etc/ca.pem"
-    plain = SimpleNamespace(**base, security_protocol="SASL_PLAINTEXT", ssl_ca_location="/etc/ca.pem")
-    props = flink_common.connector_properties(plain)  # type: ignore[arg-type]
-    assert "properties.ssl.truststore.location" not in props
+def test_a_ca_file_becomes_a_pem_truststore(tmp_path: Path) -> None:
+    """KAFKA_SSL_CA_LOCATION reaches the Java client as a PEM truststore."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {"KAFKA_USERNAME": "u", "KAFKA_PASSWORD": "p", "KAFKA_SSL_CA_LOCATION": str(ca)}
+    opts = options(anomaly.build_statements(anomaly.parse_args([], env=env))[0])
+    assert opts["properties.security.protocol"] == "SASL_SSL"
+    assert opts["properties.ssl.truststore.type"] == "PEM"
+    assert opts["properties.ssl.truststore.location"] == str(ca)
+    plain = options(anomaly.build_statements(anomaly.parse_args([], env={}))[0])
+    assert "properties.ssl.truststore.location" not in plain
+
+
+def test_a_password_file_is_named_not_inlined(tmp_path: Path) -> None:
+    """KAFKA_PASSWORD_FILE: the SQL names the file for Kafka's DirectoryConfigProvider."""
+    secret = tmp_path / "kafka-password"
+    secret.write_text("s3cr3t")
+    env = {"KAFKA_USERNAME": "flink", "KAFKA_PASSWORD_FILE": str(secret)}
+    ddl = arbitrage.build_statements(arbitrage.parse_args([], env=env))[0]
+    assert "s3cr3t" not in ddl
+    opts = options(ddl)
+    provider = opts["properties.config.providers"]
+    assert opts[f"properties.config.providers.{provider}.class"] == (
+        "org.apache.flink.kafka.shaded.org.apache.kafka.common.config.provider.DirectoryConfigProvider")
+    assert f'password="${{{provider}:{tmp_path}:kafka-password}}";' in opts["properties.sasl.jaas.config"]
 
 
 @pytest.mark.parametrize("env", [{"KAFKA_USERNAME": "u"}, {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
