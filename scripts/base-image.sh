@@ -15,7 +15,7 @@ mirror=${CRYPTOMON_DEBIAN_MIRROR:-$mirror}
 [[ -n $mirror ]] || { echo "[image] ERROR: no Debian mirror found in /etc/apt; set CRYPTOMON_DEBIAN_MIRROR" >&2; exit 1; }
 # Java 17, python3-apt/venv and python3-cryptography (community.crypto) are baked in so converges don't re-download ~150 MB per
 # container; the roles still declare them (apt state=present), as on a real VM.
-pkgs=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-packaging,python3-cryptography,openjdk-17-jre-headless,procps,iproute2,ca-certificates,sudo,less,netbase
+pkgs=systemd,systemd-sysv,dbus,python3,python3-apt,python3-venv,python3-packaging,openjdk-17-jre-headless,procps,iproute2,ca-certificates,sudo,less,netbase
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "[image] debootstrap bookworm from $mirror (about a minute)" >&2
@@ -29,6 +29,8 @@ done
 # Ship fresh package lists, like a real VM: roles can apt-get install without a refresh.
 cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
 chroot "$work/rootfs" apt-get update -qq >/dev/null
+# debootstrap's minbase cannot configure python3-cryptography among its base packages: apt can.
+DEBIAN_FRONTEND=noninteractive chroot "$work/rootfs" apt-get install -y -qq --no-install-recommends python3-cryptography >/dev/null 2>&1
 rm -f "$work/rootfs/etc/resolv.conf"
 rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb
 tar -C "$work/rootfs" -c . | docker import -c 'CMD ["/lib/systemd/systemd"]' -c 'ENV container=docker' - "$tag" >/dev/null
