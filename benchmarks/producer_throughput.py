@@ -88,7 +88,7 @@ def side_ours(frames: list[bytes], bootstrap: str | None, topic: str) -> dict:
             emit(t)
     left = sink.close(120)
     dt = time.perf_counter() - t0
-    return {"trades": sink.produced, "seconds": dt, "undelivered": left, "failed": sink.failed, "json": BACKEND}
+    return {"trades": adapter.stats.trades, "seconds": dt, "undelivered": left, "failed": sink.failed, "json": BACKEND}
 
 
 def side_cryptofeed(frames: list[bytes], bootstrap: str | None, topic: str) -> dict:

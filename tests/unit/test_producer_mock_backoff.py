@@ -69,4 +69,3 @@ def test_deduper_integer_and_string_ids():
     assert d.is_new("ETH-USD", 5)
     assert d.is_new("X", "a") and not d.is_new("X", "a") and d.is_new("X", "b") and d.is_new("X", "c")
     assert d.is_new("X", "a")  # fell out of the bounded window
-    assert d.duplicates == 3

@@ -1,9 +1,20 @@
-"""The one small interface every exchange adapter implements, and the shared WebSocket loop.
+"""The interface every exchange adapter implements, and the shared WebSocket connection loop.
 
-`Adapter.run(emit, stop)` produces normalized trades until `stop` is set. WebSocket exchanges
-only describe their protocol (URL, subscribe messages, frame parser); `WebSocketAdapter` owns
-connecting, resubscribing, pings, the staleness watchdog, the connection-age cut, dedupe and
-capped exponential backoff with jitter.
+`Adapter.run(emit, stop)` produces normalized trades until `stop` is set.
+
+A WebSocket exchange is one `WebSocketAdapter` subclass in its own module. Its class
+attributes describe the exchange (variable names, default URLs, REST symbol list, limits, the
+replay server standing in for it); its methods speak the protocol (subscribe messages, frame
+parser, keepalive). One instance is one connection ("shard") holding some markets; `Feed`
+(feed.py) resolves the symbol set, shards it across as many instances as the exchange's
+limits require and runs them. The base class owns connecting (through the process-wide
+connection-attempt limiter), paced sending, resubscribing, the staleness watchdog, ack
+deadlines, the connection-age cut, the frame-size cap, dedupe and capped exponential backoff
+with jitter.
+
+Room for a second stream kind (top-of-book quotes, issue 14): `stream_kinds` names what an
+adapter subscribes per market, the sharding counts `len(markets) * len(stream_kinds)` streams,
+and `handle` may emit any record with `key()` and `to_json()`.
 """
 
 from __future__ import annotations
@@ -12,14 +23,17 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-
-import websocket
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from .backoff import Backoff
-from .config import ProducerConfig
+from .config import FeedSettings, ProducerConfig
 from .dedupe import Deduper
 from .schema import Trade
+from .symbols import Market
+from .transport import FrameTooLarge, TransportError, WSConnection
 
 Emit = Callable[[Trade], None]
 
@@ -32,7 +46,7 @@ class Stats:
     """Counters for the periodic one-line summary; every anomaly has its own counter."""
 
     FIELDS = ("trades", "duplicates", "malformed", "unknown", "errors", "gaps", "missed",
-              "out_of_order", "connects", "reconnects")
+              "out_of_order", "rejected", "oversized", "connects", "reconnects")
 
     def __init__(self) -> None:
         for name in self.FIELDS:
@@ -40,6 +54,10 @@ class Stats:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.FIELDS}
+
+    def add(self, other: Stats) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
@@ -67,15 +85,26 @@ class RateLimitedLog:
 
 
 class Adapter(ABC):
-    """An exchange feed: run() emits normalized trades until stop is set."""
+    """A feed: run() emits normalized trades until stop is set."""
 
-    exchange: str
+    exchange: ClassVar[str]
+    default_stale_after_s: ClassVar[float] = 30.0
 
     def __init__(self, config: ProducerConfig) -> None:
         self.config = config
         self.stats = Stats()
         self.log = logging.getLogger(f"cryptomon.producer.{self.exchange}")
         self.warn = RateLimitedLog(self.log)
+
+    @classmethod
+    @abstractmethod
+    def settings_from_env(cls, env: Mapping[str, str]) -> Any:
+        """This adapter's own typed settings, from its own variables (ConfigError if invalid)."""
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """What Ansible and tests need to know, for `python -m cryptomon.producer.registry --json`."""
+        return {"name": cls.exchange, "kind": "mock"}
 
     @abstractmethod
     def run(self, emit: Emit, stop: threading.Event) -> None: ...
@@ -84,7 +113,7 @@ class Adapter(ABC):
         """Normalized symbols this adapter produces (for the start-up log line)."""
         return []
 
-    def _bad(self, kind: str, what: str, frame: str | bytes) -> Iterable[Trade]:
+    def _bad(self, kind: str, what: str, frame: str | bytes) -> tuple[()]:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
         text = frame if isinstance(frame, str) else frame[:200].decode("utf-8", "replace")
         self.warn.warning(kind, "%s frame: %s: %.200s", kind, what, text)
@@ -100,43 +129,201 @@ class Reconnect(Exception):
         self.immediate = immediate
 
 
+@dataclass(frozen=True)
+class Limits:
+    """An exchange's connection limits, as documented (or our conservative choice where the
+    exchange documents none: see each adapter's docstring)."""
+
+    streams_per_connection: int          # hard cap per connection
+    default_streams_per_connection: int  # what a shard holds unless PRODUCER_STREAMS_PER_CONNECTION
+    subscribe_batch: int                 # streams per subscribe message
+    send_interval_s: float               # at least this long between our messages on one connection
+    connect_attempts: int                # connection attempts per window, per IP (process-wide here)
+    connect_window_s: float
+    max_message_bytes: int = 4 << 20     # incoming message cap (issue 15, defect 6)
+
+
+class ConnectLimiter:
+    """Sliding window of connection attempts shared by every connection of the process, so a
+    reconnect storm across shards never exceeds the exchange's per-IP attempt limit."""
+
+    def __init__(self, attempts: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.attempts = attempts
+        self.window_s = window_s
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.waits = 0
+
+    def acquire(self, stop: threading.Event, log: logging.Logger | None = None) -> bool:
+        """Block until an attempt is allowed; False if stop was set first."""
+        warned = False
+        while not stop.is_set():
+            with self._lock:
+                now = self._clock()
+                while self._times and now - self._times[0] >= self.window_s:
+                    self._times.popleft()
+                if len(self._times) < self.attempts:
+                    self._times.append(now)
+                    return True
+                wait = self._times[0] + self.window_s - now
+            if not warned and log is not None:
+                self.waits += 1
+                log.warning("connection attempt limit reached (%d per %.0f s): next attempt in %.1f s",
+                            self.attempts, self.window_s, wait)
+                warned = True
+            stop.wait(min(max(wait, 0.01), 1.0))
+        return False
+
+
 class WebSocketAdapter(Adapter):
-    """Shared connect / subscribe / read loop; subclasses speak the exchange's protocol."""
+    """One connection of a WebSocket exchange; subclasses speak the exchange's protocol."""
 
-    # Seconds between our own outgoing messages (Binance allows 5 incoming msg/s per connection).
-    send_interval = 0.0
-    recv_timeout = 0.25
+    # --- the exchange, described (class attributes; see registry.describe) ------------------
+    symbols_var: ClassVar[str]
+    default_symbols: ClassVar[str]
+    url_var: ClassVar[str]
+    default_url: ClassVar[str]
+    rest_var: ClassVar[str]
+    default_rest_url: ClassVar[str]
+    listing_path: ClassVar[str]           # REST path of the public symbol list
+    replay_server: ClassVar[str]          # "module:Class" of the stand-in in cryptomon.replay
+    replay_port: ClassVar[int]
+    replay_path: ClassVar[str] = ""       # stream path on the replay server
+    limits: ClassVar[Limits]
+    settings_class: ClassVar[type[FeedSettings]] = FeedSettings
+    stream_kinds: ClassVar[tuple[str, ...]] = ("trades",)
+    extra_vars: ClassVar[dict[str, str]] = {}  # other variables of this exchange -> default
+    # Keepalive: the client sends keepalive_message() every ping_interval_s (None: the server pings).
+    ping_interval_s: ClassVar[float | None] = None
+    pong_timeout_s: ClassVar[float] = 10.0
+    recv_timeout: ClassVar[float] = 0.25
 
-    def __init__(self, config: ProducerConfig) -> None:
+    # --- protocol hooks ---------------------------------------------------------------------
+    @staticmethod
+    @abstractmethod
+    def parse_symbol(text: str) -> Market:
+        """An operator-written symbol -> Market (ValueError with a short reason if invalid)."""
+
+    @classmethod
+    @abstractmethod
+    def parse_listing(cls, payload: Any) -> list[Market]:
+        """The REST symbol list -> the markets that are trading now."""
+
+    @abstractmethod
+    def subscribe_messages(self) -> None:
+        """Queue (self.queue) the subscribe messages for self.by_raw after each connect."""
+
+    @abstractmethod
+    def handle(self, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
+        """Parse one message; never raises: bad frames are counted and logged."""
+
+    def keepalive_message(self) -> str | None:
+        return None
+
+    # --- settings ----------------------------------------------------------------------------
+    @classmethod
+    def settings_from_env(cls, env: Mapping[str, str]) -> FeedSettings:
+        return cls.settings_class.from_env(cls, env)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.exchange, "kind": "websocket",
+            "symbols_var": cls.symbols_var, "default_symbols": cls.default_symbols.split(","),
+            "stream_url_var": cls.url_var, "default_stream_url": cls.default_url,
+            "rest_url_var": cls.rest_var, "default_rest_url": cls.default_rest_url,
+            "listing_path": cls.listing_path, "extra_vars": dict(cls.extra_vars),
+            "replay_module": cls.replay_server.partition(":")[0], "replay_default_port": cls.replay_port,
+            "replay_stream_path": cls.replay_path,
+            "limits": {
+                "streams_per_connection": cls.limits.streams_per_connection,
+                "default_streams_per_connection": cls.limits.default_streams_per_connection,
+                "connect_attempts": cls.limits.connect_attempts,
+                "connect_window_s": cls.limits.connect_window_s,
+                "max_message_bytes": cls.limits.max_message_bytes,
+            },
+            "stale_after_s": cls.default_stale_after_s,
+        }
+
+    # --- one connection -------------------------------------------------------------------
+    def __init__(self, config: ProducerConfig, markets: Iterable[Market] | None = None, *,
+                 dedupe: Deduper | None = None, limiter: ConnectLimiter | None = None,
+                 tag: str = "", limits: Limits | None = None) -> None:
         super().__init__(config)
-        self.dedupe = Deduper()
+        feed = config.feed
+        if markets is None:
+            markets = feed.symbols.markets  # explicit symbols only; patterns need a Feed
+        self.by_raw: dict[str, Market] = {m.raw: m for m in markets}
+        self.limits_in_use = limits or self.limits
+        self.dedupe = dedupe or Deduper(name=self.exchange)
+        self.limiter = limiter
+        self.tag = tag
+        if tag:
+            self.log = logging.getLogger(f"cryptomon.producer.{self.exchange}{tag}")
+            self.warn = RateLimitedLog(self.log)
         self.backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
         self.last_activity = time.monotonic()
         self.pending_acks: dict[object, float] = {}
         self.reconnect_request: Reconnect | None = None
+        self.rejected: dict[str, str] = {}        # raw symbol -> the exchange's reason
+        self.capacity_hint: int | None = None     # the exchange kept fewer streams than asked
+        self.connected = threading.Event()
+        self._next_markets: dict[str, Market] | None = None
+        self._outbox: deque[str] = deque()
+        self._last_send = 0.0
+        self._pong_deadline: float | None = None
 
-    # --- protocol hooks -------------------------------------------------------------------
-    @abstractmethod
-    def url(self) -> str: ...
+    def market_list(self) -> list[Market]:
+        return list(self.by_raw.values())
 
-    @abstractmethod
-    def subscribe_messages(self) -> list[str]:
-        """Messages to send after each connect; registers expected acks in pending_acks."""
+    def markets(self) -> list[str]:
+        return [m.symbol for m in self.by_raw.values()]
 
-    @abstractmethod
-    def handle(self, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
-        """Parse one frame; never raises: bad frames are counted and logged."""
+    def url(self) -> str:
+        return self.config.feed.stream_url
+
+    def replace_markets(self, markets: Iterable[Market]) -> None:
+        """From another thread (the Feed's refresh): resubscribe with these markets."""
+        self._next_markets = {m.raw: m for m in markets}
+        self.reconnect_request = Reconnect("symbol set changed", immediate=True)
+
+    def queue(self, text: str, *ack_keys: object) -> None:
+        """Send `text` when the pacing allows; each ack key must be answered in time."""
+        position = len(self._outbox)
+        self._outbox.append(text)
+        deadline = (time.monotonic() + self.config.ack_timeout_s
+                    + position * self.limits_in_use.send_interval_s)
+        for key in ack_keys:
+            self.pending_acks[key] = deadline
+
+    def reject(self, raw: str, reason: str) -> None:
+        """The exchange refused one market: go on without it, say so once, loudly."""
+        market = self.by_raw.pop(raw, None)
+        if market is None or raw in self.rejected:
+            return
+        self.rejected[raw] = reason
+        self.stats.rejected += 1
+        self.log.error("%s: subscription to %s refused: %s; continuing without it (until the next "
+                       "symbol refresh or restart)", self.exchange, raw, reason)
 
     def on_connect(self) -> None:
         self.pending_acks.clear()
         self.reconnect_request = None
+        self.capacity_hint = None
+        self._outbox.clear()
+        self._pong_deadline = None
         self.last_activity = time.monotonic()
 
     # --- loop ------------------------------------------------------------------------------
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        self._next_stats = time.monotonic() + self.config.stats_interval_s
         first = True
         while not stop.is_set():
+            if self._next_markets is not None:
+                self.by_raw, self._next_markets = self._next_markets, None
+            if not self.by_raw:
+                stop.wait(0.5)  # every market refused: wait for the next symbol set
+                continue
             if not first:
                 self.stats.reconnects += 1
             first = False
@@ -144,6 +331,7 @@ class WebSocketAdapter(Adapter):
                 self._session(emit, stop)
                 return  # stop requested
             except Reconnect as exc:
+                self.connected.clear()
                 if stop.is_set():
                     return
                 if exc.immediate:
@@ -154,50 +342,64 @@ class WebSocketAdapter(Adapter):
                 self.log.warning("reconnecting in %.1fs (attempt %d): %s", delay, self.backoff.attempt, exc.reason)
                 stop.wait(delay)
 
-    def _connect(self) -> websocket.WebSocket:
+    def _connect(self) -> WSConnection:
         url = self.url()
         try:
-            ws = websocket.create_connection(url, timeout=10, skip_utf8_validation=True,
-                                             enable_multithread=False)
-        except (OSError, websocket.WebSocketException) as exc:
-            raise Reconnect(f"connect to {url} failed: {exc.__class__.__name__}: {exc}") from None
+            ws = WSConnection(url, timeout=10.0, max_size=self.limits_in_use.max_message_bytes)
+        except TransportError as exc:
+            raise Reconnect(exc.reason) from None
         ws.settimeout(self.recv_timeout)
         self.stats.connects += 1
-        self.log.info("connected to %s", url)
+        self.log.info("connected to %s (%d markets)", url, len(self.by_raw))
         return ws
 
     def _session(self, emit: Emit, stop: threading.Event) -> None:
+        if self.limiter is not None and not self.limiter.acquire(stop, self.log):
+            return
         ws = self._connect()
         opened = time.monotonic()
+        trades_at_open = self.stats.trades
         healthy = False
         try:
             self.on_connect()
-            for i, message in enumerate(self.subscribe_messages()):
-                if i and self.send_interval:
-                    time.sleep(self.send_interval)
-                ws.send(message)
+            self.subscribe_messages()
             stale_after = self.config.stale_after_s
             max_age = self.config.max_connection_s
+            interval = self.limits_in_use.send_interval_s
+            ping_every = self.ping_interval_s
+            next_ping = opened + ping_every if ping_every else float("inf")
+            pings_seen = 0
             handle = self.handle
+            outbox = self._outbox
             while not stop.is_set():
-                try:
-                    opcode, data = ws.recv_data()  # answers pings itself, inside recv
-                except websocket.WebSocketTimeoutException:
-                    opcode, data = 0, b""
-                except (websocket.WebSocketConnectionClosedException, OSError) as exc:
-                    raise Reconnect(f"connection lost: {exc.__class__.__name__}: {exc}") from None
-                except websocket.WebSocketException as exc:
-                    raise Reconnect(f"protocol error: {exc}") from None
-                if opcode == websocket.ABNF.OPCODE_TEXT or opcode == websocket.ABNF.OPCODE_BINARY:
-                    for trade in handle(data, now_ms()):
-                        emit(trade)
-                elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
-                    reason = data[2:].decode("utf-8", "replace")
-                    # A clean close after a healthy session is the scheduled cut (24 h): come back now.
-                    clean = code in (1000, 1001) and healthy
-                    raise Reconnect(f"server closed the connection (code {code} {reason!r})", immediate=clean)
                 now = time.monotonic()
+                if outbox and now - self._last_send >= interval:
+                    ws.send_text(outbox.popleft())
+                    self._last_send = now
+                try:
+                    messages = ws.receive()
+                except FrameTooLarge as exc:
+                    self.stats.oversized += 1
+                    self.log.error("%s: %s; reconnecting", self.exchange, exc.reason)
+                    raise Reconnect(exc.reason) from None
+                except TransportError as exc:
+                    if exc.close_code == 1008 and self.pending_acks:
+                        # Closed for a policy reason while subscribing: ask the Feed for smaller shards.
+                        self.capacity_hint = max(1, len(self.by_raw) // 2)
+                    raise Reconnect(exc.reason, immediate=exc.clean and healthy) from None
+                for data in messages:
+                    try:
+                        trades = handle(data, now_ms())
+                    except Exception:  # a parser bug must not end the connection's thread
+                        self.stats.malformed += 1
+                        self.log.exception("failed to handle a frame: %.200r", bytes(data[:200]))
+                        continue
+                    for trade in trades:
+                        emit(trade)
+                now = time.monotonic()
+                if ws.pings != pings_seen:  # the server's pings (answered by the transport) mean it is alive
+                    pings_seen = ws.pings
+                    self.last_activity = now
                 if self.reconnect_request is not None:
                     raise self.reconnect_request
                 if now - self.last_activity > stale_after:
@@ -207,14 +409,25 @@ class WebSocketAdapter(Adapter):
                 for key, deadline in self.pending_acks.items():
                     if now > deadline:
                         raise Reconnect(f"subscription {key} not acknowledged in time")
-                if not healthy and self.stats.trades and self.last_activity > opened and not self.pending_acks:
+                if now >= next_ping:
+                    message = self.keepalive_message()
+                    if message is not None:
+                        outbox.appendleft(message)
+                        if self._pong_deadline is None:
+                            self._pong_deadline = now + self.pong_timeout_s
+                    next_ping = now + ping_every  # type: ignore[operator]
+                if self._pong_deadline is not None and now > self._pong_deadline:
+                    raise Reconnect(f"no pong within {self.pong_timeout_s:.0f}s")
+                if not healthy and not self.pending_acks and not outbox and (
+                        self.stats.trades > trades_at_open or self.last_activity > opened):
                     healthy = True
+                    self.connected.set()
                     self.backoff.reset()
-                if now >= self._next_stats:
-                    self.log.info("stats %s", self.stats.line())
-                    self._next_stats = now + self.config.stats_interval_s
         finally:
-            try:
-                ws.close(timeout=1)
-            except Exception as exc:  # noqa: BLE001 - the socket may already be gone
-                self.log.debug("close: %s", exc)
+            self.connected.clear()
+            ws.close()
+
+    def pong(self) -> None:
+        """The exchange answered our keepalive."""
+        self._pong_deadline = None
+        self.last_activity = time.monotonic()

@@ -1,52 +1,95 @@
 """Binance spot: `trade` (default) or `aggTrade` events over the combined stream endpoint.
 
-The adapter connects to the combined-stream base URL (…/stream), SUBSCRIBEs to
-`<symbol>@trade` for every configured symbol and waits for `{"result":null,"id":N}`.
+Each connection goes to the combined-stream base URL (…/stream), SUBSCRIBEs to
+`<symbol>@trade` for its markets in batches, waits for `{"result":null,"id":N}` per batch and
+then checks with LIST_SUBSCRIPTIONS that the server really holds every stream (an exchange that
+silently drops streams above its limit would otherwise leave a partial subscription unnoticed).
 Frames arrive wrapped as {"stream":…, "data":{…}}; unwrapped frames (raw /ws endpoint) are
 accepted too. Taker side: `m` ("buyer is the maker") true means the taker sold.
+
+Keepalive: the server pings every 20 s; the transport answers with the same payload.
+Snapshot on subscribe: none. Limits (documented): 1024 streams per connection, 5 incoming
+messages per second per connection (pings, pongs and control messages count), 300 connection
+attempts per 5 minutes per IP, 24 h per connection. We hold 200 streams per connection by
+default (one SUBSCRIBE message per connection, so a reconnect costs one message) and send at
+most one message per 0.3 s.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
 
-from .base import Reconnect, WebSocketAdapter
-from .config import ProducerConfig
+from cryptomon.kafka_settings import ConfigError
+
+from .base import Limits, Reconnect, WebSocketAdapter
+from .config import FeedSettings, ProducerConfig, get
 from .fastjson import loads as _loads
 from .schema import Trade, is_decimal
+from .symbols import Market, normalized_listing, split_concatenated
 
-_SUBSCRIBE_BATCH = 200  # streams per SUBSCRIBE message: few messages, far under the frame limit
+
+@dataclass(frozen=True)
+class BinanceSettings(FeedSettings):
+    stream_type: str = "trade"
+
+    @classmethod
+    def fields_from_env(cls, spec: type[WebSocketAdapter], env: Mapping[str, str]) -> dict[str, Any]:
+        fields = super().fields_from_env(spec, env)
+        stream = get(env, "BINANCE_STREAM_TYPE", "trade")
+        if stream not in ("trade", "aggTrade"):
+            raise ConfigError(f"BINANCE_STREAM_TYPE: {stream!r} is not trade or aggTrade")
+        return {**fields, "stream_type": stream}
 
 
 class BinanceAdapter(WebSocketAdapter):
     exchange = "binance"
-    send_interval = 0.3  # under 5 incoming msg/s per connection even with pongs
+    symbols_var = "BINANCE_SYMBOLS"
+    default_symbols = "BTCUSDT,ETHUSDT,BNBUSDT"
+    url_var = "BINANCE_STREAM_URL"
+    default_url = "wss://stream.binance.com:9443/stream"
+    rest_var = "BINANCE_REST_URL"
+    default_rest_url = "https://api.binance.com"
+    listing_path = "/api/v3/exchangeInfo?permissions=SPOT"
+    replay_server = "cryptomon.replay.binance:BinanceReplay"
+    replay_port = 9443
+    replay_path = "/stream"
+    extra_vars = {"BINANCE_STREAM_TYPE": "trade"}
+    default_stale_after_s = 30.0
+    settings_class = BinanceSettings
+    limits = Limits(streams_per_connection=1024, default_streams_per_connection=200, subscribe_batch=200,
+                    send_interval_s=0.3, connect_attempts=300, connect_window_s=300.0,
+                    max_message_bytes=2 << 20)
 
-    def __init__(self, config: ProducerConfig) -> None:
-        super().__init__(config)
-        self.symbols = dict(config.binance_symbols)  # BTCUSDT -> BTC-USDT
-        self.stream_type = config.binance_stream
+    @staticmethod
+    def parse_symbol(text: str) -> Market:
+        return split_concatenated(text)
+
+    @classmethod
+    def parse_listing(cls, payload: Any) -> list[Market]:
+        return normalized_listing(
+            ((s["symbol"], s["baseAsset"], s["quoteAsset"]) for s in payload["symbols"]
+             if s.get("status") == "TRADING" and s.get("isSpotTradingAllowed", True)),
+            cls.exchange)
+
+    def __init__(self, config: ProducerConfig, markets: Iterable[Market] | None = None, **kw: Any) -> None:
+        super().__init__(config, markets, **kw)
+        self.stream_type = config.feed.stream_type
         self._next_id = 1
-        self._high = self.dedupe._high  # per-symbol high-water marks of trade ids
+        self._list_id: int | None = None
+        self._marks = self.dedupe.marks  # per-market high-water marks (the hot path reads them directly)
 
-    def markets(self) -> list[str]:
-        return list(self.symbols.values())
-
-    def url(self) -> str:
-        return self.config.binance_url
-
-    def subscribe_messages(self) -> list[str]:
-        streams = [f"{raw.lower()}@{self.stream_type}" for raw in self.symbols]
-        out = []
-        deadline = time.monotonic() + self.config.ack_timeout_s + len(streams) // _SUBSCRIBE_BATCH
-        for i in range(0, len(streams), _SUBSCRIBE_BATCH):
+    def subscribe_messages(self) -> None:
+        streams = [f"{raw.lower()}@{self.stream_type}" for raw in self.by_raw]
+        batch = self.limits_in_use.subscribe_batch
+        for i in range(0, len(streams), batch):
             req_id = self._next_id
             self._next_id += 1
-            out.append(json.dumps({"method": "SUBSCRIBE", "params": streams[i:i + _SUBSCRIBE_BATCH], "id": req_id}))
-            self.pending_acks[req_id] = deadline
-        return out
+            self.queue(json.dumps({"method": "SUBSCRIBE", "params": streams[i:i + batch], "id": req_id}), req_id)
+        self._list_id = None
 
     def handle(self, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
         try:
@@ -67,7 +110,7 @@ class BinanceAdapter(WebSocketAdapter):
         if event == "trade" or event == "aggTrade":
             try:
                 raw = data["s"]
-                symbol = self.symbols.get(raw)
+                symbol = self.by_raw.get(raw)
                 if symbol is None:
                     return self._bad("unknown", "trade for unsubscribed symbol", frame)
                 tid = data["t"] if event == "trade" else data["a"]
@@ -78,16 +121,17 @@ class BinanceAdapter(WebSocketAdapter):
                     or not is_decimal(price) or not is_decimal(qty)
                     or not price.strip("0.") or not qty.strip("0.")):
                 return self._bad("malformed", f"{event} with an invalid field", frame)
-            self.last_activity = time.monotonic()
-            # Deduper.is_new inlined for integer ids: this is the per-trade hot path.
-            high = self._high.get(raw)
-            if high is not None and tid <= high:
-                self.dedupe.duplicates += 1
-                self.stats.duplicates += 1
-                return ()
-            self._high[raw] = tid
+            self.last_activity = monotonic()
+            # The common case of Deduper.is_new, inlined: this is the per-trade hot path.
+            high = self._marks.get(raw)
+            if high is None or not (0 < tid - high <= self.dedupe.max_jump) or self.dedupe.far:
+                if not self.dedupe.is_new(raw, tid):
+                    self.stats.duplicates += 1
+                    return ()
+            else:
+                self._marks[raw] = tid
             self.stats.trades += 1
-            return (Trade("binance", symbol, raw, str(tid), price, qty,
+            return (Trade("binance", symbol.symbol, raw, str(tid), price, qty,
                           "sell" if maker else "buy", ts, received_ms),)
         if event == "serverShutdown":
             self.log.warning("serverShutdown notice received: reconnecting now")
@@ -97,17 +141,42 @@ class BinanceAdapter(WebSocketAdapter):
 
     def _control(self, msg: dict, frame: str | bytes) -> Iterable[Trade]:
         req_id = msg.get("id")
-        if "code" in msg and "msg" in msg:
-            # {"code": 2, "msg": "Invalid request: ...", "id": 1}: the request failed. The
-            # pending ack stays, so the missing subscription ends in a reconnect with backoff.
+        error = msg.get("error")
+        if isinstance(error, dict) or ("code" in msg and "msg" in msg):
+            # Flat {"code":2,"msg":…,"id":1} (the docs' table) or nested {"error":{…},"id":1}
+            # (what clients see). The pending ack stays: the session ends in a reconnect with backoff.
+            err = error if isinstance(error, dict) else msg
             self.stats.errors += 1
             self.warn.warning("error", "error reply code=%s msg=%s id=%s",
-                              msg.get("code"), str(msg.get("msg"))[:200], req_id)
+                              err.get("code"), str(err.get("msg"))[:200], req_id)
             return ()
         if "result" in msg and req_id is not None:
+            if req_id == self._list_id:
+                self._check_list(msg["result"])
+                return ()
             if self.pending_acks.pop(req_id, None) is not None:
-                self.log.info("subscription %s acknowledged", req_id)
-            if not self.pending_acks:
-                self.last_activity = time.monotonic()
+                self.log.debug("subscription %s acknowledged", req_id)
+            if not self.pending_acks and self._list_id is None:
+                self._list_id = self._next_id
+                self._next_id += 1
+                self.queue(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": self._list_id}), self._list_id)
             return ()
         return self._bad("unknown", "unknown control message", frame)
+
+    def _check_list(self, result: object) -> None:
+        self.pending_acks.pop(self._list_id, None)
+        self.last_activity = monotonic()
+        if not isinstance(result, list):
+            self.warn.warning("list", "LIST_SUBSCRIPTIONS answered %.100r", result)
+            return
+        held = {str(s).partition("@")[0].upper() for s in result}
+        missing = [raw for raw in self.by_raw if raw not in held]
+        if missing:
+            self.stats.errors += 1
+            self.log.error("binance kept %d of %d streams on this connection (missing %s…): it drops "
+                           "subscriptions above its limit", len(self.by_raw) - len(missing), len(self.by_raw),
+                           ",".join(missing[:5]))
+            self.capacity_hint = max(1, len(self.by_raw) - len(missing))
+            self.reconnect_request = Reconnect("subscriptions dropped by the exchange", immediate=True)
+        else:
+            self.log.info("subscribed to %d streams", len(held))

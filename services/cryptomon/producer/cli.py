@@ -15,31 +15,28 @@ import threading
 
 from cryptomon.kafka_settings import ConfigError
 
-from .base import Adapter
-from .config import EXCHANGES, ProducerConfig, load_env
+from .base import Adapter, WebSocketAdapter
+from .config import ProducerConfig, load_env
+from .registry import adapter_class, exchange_names
 from .sink import FatalKafkaError, KafkaSink, StdoutSink
 
 log = logging.getLogger("cryptomon.producer")
 
 
 def make_adapter(config: ProducerConfig) -> Adapter:
-    if config.exchange == "binance":
-        from .binance import BinanceAdapter
+    """The registry's adapter; a WebSocket exchange runs as a sharded Feed."""
+    cls = adapter_class(config.exchange)
+    if issubclass(cls, WebSocketAdapter):
+        from .feed import Feed
 
-        return BinanceAdapter(config)
-    if config.exchange == "coinbase":
-        from .coinbase import CoinbaseAdapter
-
-        return CoinbaseAdapter(config)
-    from .mock import MockAdapter
-
-    return MockAdapter(config)
+        return Feed(config, cls)
+    return cls(config)  # type: ignore[call-arg]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cryptomon-producer",
                                      description="Stream one exchange's trades, normalized, into Kafka.")
-    parser.add_argument("exchange", choices=EXCHANGES, help="the feed (the systemd instance name)")
+    parser.add_argument("exchange", choices=exchange_names(), help="the feed (the systemd instance name)")
     parser.add_argument("--stdout", action="store_true",
                         help="print normalized trades as JSON lines instead of producing to Kafka")
     args = parser.parse_args(argv)
@@ -87,12 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     except FatalKafkaError as exc:
         log.error("fatal Kafka error, exiting: %s", exc)
         code = 1
+    except ConfigError as exc:  # a symbol set that resolves to nothing
+        print(f"cryptomon-producer: configuration error: {exc}", file=sys.stderr)
+        sink.close()
+        return 2
     except BrokenPipeError:
         return 0  # `--stdout | head`
     if fatal.is_set():
         code = 1
     left = sink.close()
-    log.info("stopped: %s produced=%d undelivered=%d", adapter.stats.line(), sink.produced, left)
+    stats = adapter.stats
+    log.info("stopped: %s produced=%d undelivered=%d", stats.line(), stats.trades, left)
     if isinstance(sink, KafkaSink):
         log.info("delivery failures=%d", sink.failed)
     return code

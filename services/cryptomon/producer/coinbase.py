@@ -7,57 +7,69 @@ gaps; trade ids are integers that rise per product, which makes dedupe across re
 exact; and the `heartbeat` channel (every second per product) feeds the staleness watchdog.
 Advanced Trade's `sequence_num` is per connection, its first `snapshot` replays a batch of
 trades, and the meaning of its `side` is disputed between docs and client libraries.
+
+Keepalive: the `heartbeat` channel (every second per product) feeds the watchdog; no client
+ping is documented. Snapshot on subscribe: each product starts with `last_match` (the latest
+trade), deduplicated by trade id (emitted only when newer than what was produced). Limits: none
+per connection documented; "8 requests per second per IP, bursts of 20" is read as the
+connection rate (we allow 5 per second); 100 products per connection by default. An invalid
+product gets an error naming it while the others are subscribed: it is dropped with one line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from typing import Any
 
-from .base import WebSocketAdapter
+from .base import Limits, WebSocketAdapter
 from .config import ProducerConfig
 from .fastjson import loads as _loads
-from .schema import Trade, is_decimal
+from .schema import Trade, is_decimal, iso_to_ms
+from .symbols import Market, normalized_listing, split_separated
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["CoinbaseAdapter", "iso_to_ms"]
+
 _TAKER = {"buy": "sell", "sell": "buy"}  # Coinbase `side` is the maker's side
-
-
-def iso_to_ms(text: str) -> int:
-    """'2014-11-07T08:19:27.028459Z' -> epoch ms, exact (no float), any fraction length."""
-    if not text.endswith("Z"):
-        raise ValueError(f"time {text!r} is not UTC ISO 8601")
-    main, _, frac = text[:-1].partition(".")
-    dt = datetime.fromisoformat(main).replace(tzinfo=UTC)
-    if frac and not frac.isdigit():
-        raise ValueError(f"time {text!r} has a bad fraction")
-    seconds = (dt - _EPOCH) // _ONE_SECOND
-    return seconds * 1000 + int((frac + "000")[:3])
-
-
-_ONE_SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) - _EPOCH
+_INVALID_PRODUCT = re.compile(r"(\S+) is not a valid product")
 
 
 class CoinbaseAdapter(WebSocketAdapter):
     exchange = "coinbase"
+    symbols_var = "COINBASE_PRODUCTS"
+    default_symbols = "BTC-USD,ETH-USD"
+    url_var = "COINBASE_STREAM_URL"
+    default_url = "wss://ws-feed.exchange.coinbase.com"
+    rest_var = "COINBASE_REST_URL"
+    default_rest_url = "https://api.exchange.coinbase.com"
+    listing_path = "/products"
+    replay_server = "cryptomon.replay.coinbase:CoinbaseReplay"
+    replay_port = 9444
+    default_stale_after_s = 10.0
+    limits = Limits(streams_per_connection=500, default_streams_per_connection=100, subscribe_batch=500,
+                    send_interval_s=0.2, connect_attempts=5, connect_window_s=1.0,
+                    max_message_bytes=2 << 20)
 
-    def __init__(self, config: ProducerConfig) -> None:
-        super().__init__(config)
-        self.products = set(config.coinbase_products)
+    @staticmethod
+    def parse_symbol(text: str) -> Market:
+        return split_separated(text, "-")
+
+    @classmethod
+    def parse_listing(cls, payload: Any) -> list[Market]:
+        return normalized_listing(
+            ((p["id"], p["base_currency"], p["quote_currency"]) for p in payload
+             if p.get("status") == "online" and not p.get("trading_disabled") and not p.get("cancel_only")),
+            cls.exchange)
+
+    def __init__(self, config: ProducerConfig, markets: Iterable[Market] | None = None, **kw: Any) -> None:
+        super().__init__(config, markets, **kw)
         self.sequence: dict[str, int] = {}
 
-    def markets(self) -> list[str]:
-        return sorted(self.products)
-
-    def url(self) -> str:
-        return self.config.coinbase_url
-
-    def subscribe_messages(self) -> list[str]:
-        self.pending_acks["subscribe"] = time.monotonic() + self.config.ack_timeout_s
-        return [json.dumps({"type": "subscribe", "product_ids": sorted(self.products),
-                            "channels": ["matches", "heartbeat"]})]
+    def subscribe_messages(self) -> None:
+        self.queue(json.dumps({"type": "subscribe", "product_ids": sorted(self.by_raw),
+                               "channels": ["matches", "heartbeat"]}), "subscribe")
 
     def handle(self, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
         try:
@@ -70,19 +82,27 @@ class CoinbaseAdapter(WebSocketAdapter):
         if kind == "match" or kind == "last_match":
             return self._match(msg, kind, frame, received_ms)
         if kind == "heartbeat":
-            if msg.get("product_id") in self.products:
+            if msg.get("product_id") in self.by_raw:
                 self.last_activity = time.monotonic()
                 return ()
             return self._bad("unknown", "heartbeat for an unsubscribed product", frame)
         if kind == "subscriptions":
             if self.pending_acks.pop("subscribe", None) is not None:
-                self.log.info("subscribed: %.300s", json.dumps(msg.get("channels")))
+                channels = msg.get("channels") if isinstance(msg.get("channels"), list) else []
+                self.log.info("subscribed: %s", ", ".join(
+                    f"{c.get('name')} ({len(c.get('product_ids') or [])} products)" for c in channels
+                    if isinstance(c, dict)))
                 self.last_activity = time.monotonic()
             return ()
         if kind == "error":
+            reason = str(msg.get("reason"))
+            bad = _INVALID_PRODUCT.fullmatch(reason)
+            if bad and bad.group(1) in self.by_raw:
+                # The server subscribes the valid products and says which one it refused.
+                self.reject(bad.group(1), reason)
+                return ()
             self.stats.errors += 1
-            self.warn.warning("error", "error message: %.200s (reason: %.200s)",
-                              str(msg.get("message")), str(msg.get("reason")))
+            self.warn.warning("error", "error message: %.200s (reason: %.200s)", str(msg.get("message")), reason)
             return ()
         return self._bad("unknown", f"unknown message type {kind!r}", frame)
 
@@ -94,7 +114,7 @@ class CoinbaseAdapter(WebSocketAdapter):
             ts = iso_to_ms(when)
         except (KeyError, TypeError, ValueError, AttributeError):
             return self._bad("malformed", f"{kind} without a valid field", frame)
-        if product not in self.products:
+        if product not in self.by_raw:
             return self._bad("unknown", f"{kind} for an unsubscribed product", frame)
         if (type(tid) is not int or tid < 0 or type(seq) is not int or not is_decimal(price)
                 or not is_decimal(size) or not price.strip("0.") or not size.strip("0.")):
@@ -114,7 +134,7 @@ class CoinbaseAdapter(WebSocketAdapter):
                                   product, seq, last)
         if last is None or seq > last:
             self.sequence[product] = seq
-        if not self.dedupe.is_new(product, tid):
+        if not self.dedupe.is_new(product, tid):  # a replayed last_match, an overlap
             self.stats.duplicates += 1
             return ()
         self.stats.trades += 1

@@ -1,7 +1,10 @@
-"""Producer configuration: parsed once from the environment (plus an optional .env file).
+"""Producer configuration: parsed once from the environment (plus an optional .env file) into
+one typed object.
 
-Every invalid value raises ConfigError with one line naming the variable, which the CLI
-prints before exiting non-zero.
+The generic knobs (Kafka, watchdog, backoff, sharding, the symbol cache) are read here; each
+exchange's own variables (symbols, stream URL, REST URL, extras) are read by its adapter class
+(`settings_from_env`), found through the registry. Every invalid value raises ConfigError with
+one line naming the variable, which the CLI prints before exiting with status 2.
 """
 
 from __future__ import annotations
@@ -10,68 +13,56 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 
 from .schema import is_symbol
+from .symbols import SymbolSet
 
-EXCHANGES = ("binance", "coinbase", "mock")
+if TYPE_CHECKING:
+    from .base import WebSocketAdapter
 
-# Binance writes symbols without a separator; these quote assets (longest first) split them.
-BINANCE_QUOTES = (
-    "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "DAI", "BTC", "ETH", "BNB", "EUR", "GBP",
-    "TRY", "BRL", "JPY", "AUD", "XRP", "TRX", "DOGE", "PLN", "RON", "ZAR", "UAH", "ARS", "MXN",
-    "COP", "IDR", "CZK",
-)
-_BINANCE_RAW = re.compile(r"[A-Z0-9]{2,20}")
 _EXCHANGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
-def binance_symbol(text: str) -> tuple[str, str]:
-    """`BTCUSDT`, `btcusdt`, `BTC-USDT` or `BTC/USDT` -> ("BTCUSDT", "BTC-USDT")."""
-    text = text.strip().upper()
-    for sep in ("-", "/"):
-        if sep in text:
-            base, _, quote = text.partition(sep)
-            norm = f"{base}-{quote}"
-            if not is_symbol(norm):
-                raise ConfigError(f"BINANCE_SYMBOLS: {text!r} is not a symbol like BTCUSDT or BTC-USDT")
-            return base + quote, norm
-    if _BINANCE_RAW.fullmatch(text):
-        for quote in BINANCE_QUOTES:
-            if text.endswith(quote) and len(text) > len(quote):
-                return text, f"{text[: -len(quote)]}-{quote}"
-    raise ConfigError(
-        f"BINANCE_SYMBOLS: {text!r} has no known quote asset; write it as BASE-QUOTE (e.g. BTC-USDT)"
-    )
-
-
-def coinbase_product(text: str) -> str:
-    text = text.strip().upper()
-    if not is_symbol(text):
-        raise ConfigError(f"COINBASE_PRODUCTS: {text!r} is not a product id like BTC-USD")
-    return text
-
-
 def ws_url(name: str, value: str) -> str:
+    from .transport import check_url
+
+    if not value.startswith(("ws://", "wss://")):
+        raise ConfigError(f"{name}: {value!r} is not a ws:// or wss:// URL")
     try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError on a bad port
+        check_url(value)
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ConfigError(f"{name}: {value!r} is not a ws:// or wss:// URL")
-    del port
     return value
+
+
+def http_url(name: str, value: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: {value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines; `#` comments, blank lines, `export ` and matching quotes allowed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     out: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -98,29 +89,91 @@ def load_env(environ: Mapping[str, str] | None = None, cwd: Path | None = None) 
     return {**file_env, **environ}
 
 
-def _get(env: Mapping[str, str], name: str, default: str) -> str:
+# --- value helpers (also used by the adapters' settings) ----------------------------------
+
+def get(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
-            allow_zero: bool = False) -> float:
-    raw = _get(env, name, "")
+def number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
+           allow_zero: bool = False, maximum: float = math.inf) -> float:
+    raw = get(env, name, "")
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if not math.isfinite(value) or value < minimum or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < minimum or value > maximum or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}: {raw!r} is out of range")
     return value
 
 
-def _list(env: Mapping[str, str], name: str, default: str) -> list[str]:
-    items = [s.strip() for s in _get(env, name, default).split(",") if s.strip()]
+def integer(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int = 2**31) -> int:
+    raw = get(env, name, "")
+    if not raw:
+        return default
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        raise ConfigError(f"{name}: {raw!r} is not an integer")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: {raw!r} is out of range ({minimum}..{maximum})")
+    return value
+
+
+def listed(env: Mapping[str, str], name: str, default: str) -> list[str]:
+    """A comma-separated list; set but empty is an error, unset means the default."""
+    value = env.get(name)
+    if value is not None and not value.strip():
+        raise ConfigError(f"{name}: set but empty; unset it for the default ({default})")
+    items = [s.strip() for s in (value if value is not None else default).split(",") if s.strip()]
     if not items:
-        raise ConfigError(f"{name}: empty list")
+        raise ConfigError(f"{name}: {value!r} lists nothing")
     return items
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """One exchange feed's settings, read by its adapter class from its own variables."""
+
+    symbols: SymbolSet
+    stream_url: str
+    rest_url: str
+    streams_per_connection: int
+    symbols_cache: Path | None = None
+    refresh_s: float = 86_400.0
+
+    @classmethod
+    def fields_from_env(cls, spec: type[WebSocketAdapter], env: Mapping[str, str]) -> dict[str, Any]:
+        limits = spec.limits
+        per_conn = integer(env, "PRODUCER_STREAMS_PER_CONNECTION", limits.default_streams_per_connection,
+                           1, limits.streams_per_connection)
+        cache_raw = env.get("PRODUCER_SYMBOLS_CACHE")
+        if cache_raw is not None and not cache_raw.strip():
+            raise ConfigError("PRODUCER_SYMBOLS_CACHE: set but empty; unset it for the default "
+                              "($STATE_DIRECTORY/symbols-<exchange>.json)")
+        if cache_raw:
+            cache: Path | None = Path(cache_raw.strip())
+        elif env.get("STATE_DIRECTORY", "").strip():
+            # systemd's StateDirectory= (may list several, colon-separated): the first one.
+            cache = Path(env["STATE_DIRECTORY"].split(":")[0].strip()) / f"symbols-{spec.exchange}.json"
+        else:
+            cache = None
+        if cache is not None and cache.exists() and cache.is_dir():
+            raise ConfigError(f"PRODUCER_SYMBOLS_CACHE: {str(cache)!r} is a directory, not a file path")
+        return {
+            "symbols": SymbolSet.parse(spec.symbols_var, env.get(spec.symbols_var), spec.default_symbols,
+                                       spec.parse_symbol),
+            "stream_url": ws_url(spec.url_var, get(env, spec.url_var, spec.default_url)),
+            "rest_url": http_url(spec.rest_var, get(env, spec.rest_var, spec.default_rest_url)),
+            "streams_per_connection": per_conn,
+            "symbols_cache": cache,
+            "refresh_s": number(env, "PRODUCER_SYMBOLS_REFRESH_S", 86_400.0, minimum=1.0),
+        }
+
+    @classmethod
+    def from_env(cls, spec: type[WebSocketAdapter], env: Mapping[str, str]) -> FeedSettings:
+        return cls(**cls.fields_from_env(spec, env))
 
 
 @dataclass(frozen=True)
@@ -132,71 +185,78 @@ class MockConfig:
     diverge_bps: float = 0.0     # price offset of every exchange after the first, in basis points
     diverge_period_s: float = 0.0  # 0 = always diverged; else alternate on/off every period
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MockConfig:
+        from .registry import exchange_names
+
+        known = exchange_names(real_only=True)
+        exchanges = tuple(dict.fromkeys(listed(env, "MOCK_EXCHANGES", "binance,coinbase")))
+        for name in exchanges:
+            if not _EXCHANGE_NAME.fullmatch(name):
+                raise ConfigError(f"MOCK_EXCHANGES: {name!r} is not a lowercase name")
+            if name not in known:
+                raise ConfigError(f"MOCK_EXCHANGES: {name!r} is not a known exchange ({', '.join(known)})")
+        symbols = tuple(dict.fromkeys(s.upper() for s in listed(env, "MOCK_SYMBOLS", "BTC-USDT,ETH-USDT")))
+        for sym in symbols:
+            if not is_symbol(sym):
+                raise ConfigError(f"MOCK_SYMBOLS: {sym!r} is not BASE-QUOTE")
+        return cls(
+            exchanges=exchanges,
+            symbols=symbols,
+            rate=number(env, "MOCK_RATE", 5.0, maximum=1e6),
+            seed=integer(env, "MOCK_SEED", 42, minimum=-(2**62), maximum=2**62),
+            diverge_bps=number(env, "MOCK_DIVERGE_BPS", 0.0, allow_zero=True, maximum=10_000),
+            diverge_period_s=number(env, "MOCK_DIVERGE_PERIOD_S", 0.0, allow_zero=True),
+        )
+
 
 @dataclass(frozen=True)
 class ProducerConfig:
     exchange: str
     kafka: KafkaSettings
-    binance_symbols: dict[str, str] = field(default_factory=dict)  # raw -> normalized
-    binance_url: str = "wss://stream.binance.com:9443/stream"
-    binance_stream: str = "trade"
-    coinbase_products: tuple[str, ...] = ("BTC-USD", "ETH-USD")
-    coinbase_url: str = "wss://ws-feed.exchange.coinbase.com"
+    # The adapter's own typed settings: FeedSettings (or a subclass) for an exchange feed,
+    # MockConfig for the mock.
+    settings: Any = None
     stale_after_s: float = 30.0
     max_connection_s: float = 86_100.0   # Binance cuts at 24 h: leave 5 minutes earlier
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     ack_timeout_s: float = 10.0
     stats_interval_s: float = 60.0
-    mock: MockConfig = field(default_factory=MockConfig)
+
+    @property
+    def feed(self) -> FeedSettings:
+        if not isinstance(self.settings, FeedSettings):
+            raise TypeError(f"{self.exchange} is not an exchange feed")
+        return self.settings
+
+    @property
+    def mock(self) -> MockConfig:
+        if not isinstance(self.settings, MockConfig):
+            raise TypeError(f"{self.exchange} is not the mock feed")
+        return self.settings
 
     @classmethod
     def from_env(cls, exchange: str, env: Mapping[str, str]) -> ProducerConfig:
-        if exchange not in EXCHANGES:
-            raise ConfigError(f"exchange {exchange!r} is not one of {', '.join(EXCHANGES)}")
+        from .registry import adapter_class, exchange_names
+
+        if exchange not in exchange_names():
+            raise ConfigError(f"exchange {exchange!r} is not one of {', '.join(exchange_names())}")
+        adapter = adapter_class(exchange)
         kafka = KafkaSettings.from_env(env)
-        symbols = dict(binance_symbol(s) for s in _list(env, "BINANCE_SYMBOLS", "BTCUSDT,ETHUSDT,BNBUSDT"))
-        stream = _get(env, "BINANCE_STREAM_TYPE", "trade")
-        if stream not in ("trade", "aggTrade"):
-            raise ConfigError(f"BINANCE_STREAM_TYPE: {stream!r} is not trade or aggTrade")
-        products = tuple(dict.fromkeys(coinbase_product(p) for p in _list(env, "COINBASE_PRODUCTS", "BTC-USD,ETH-USD")))
-        default_stale = {"binance": 30.0, "coinbase": 10.0, "mock": 30.0}[exchange]
-        mock_exchanges = tuple(_list(env, "MOCK_EXCHANGES", "binance,coinbase"))
-        for name in mock_exchanges:
-            if not _EXCHANGE_NAME.fullmatch(name):
-                raise ConfigError(f"MOCK_EXCHANGES: {name!r} is not a lowercase name")
-        mock_symbols = tuple(s.upper() for s in _list(env, "MOCK_SYMBOLS", "BTC-USDT,ETH-USDT"))
-        for sym in mock_symbols:
-            if not is_symbol(sym):
-                raise ConfigError(f"MOCK_SYMBOLS: {sym!r} is not BASE-QUOTE")
-        seed_raw = _get(env, "MOCK_SEED", "42")
-        if not seed_raw.lstrip("-").isdigit():
-            raise ConfigError(f"MOCK_SEED: {seed_raw!r} is not an integer")
-        mock = MockConfig(
-            exchanges=mock_exchanges,
-            symbols=mock_symbols,
-            rate=_number(env, "MOCK_RATE", 5.0),
-            seed=int(seed_raw),
-            diverge_bps=_number(env, "MOCK_DIVERGE_BPS", 0.0, allow_zero=True),
-            diverge_period_s=_number(env, "MOCK_DIVERGE_PERIOD_S", 0.0, allow_zero=True),
-        )
-        backoff_initial = _number(env, "PRODUCER_BACKOFF_INITIAL_S", 0.5)
-        backoff_max = _number(env, "PRODUCER_BACKOFF_MAX_S", 30.0)
+        settings = adapter.settings_from_env(env)
+        backoff_initial = number(env, "PRODUCER_BACKOFF_INITIAL_S", 0.5)
+        backoff_max = number(env, "PRODUCER_BACKOFF_MAX_S", 30.0)
         if backoff_max < backoff_initial:
             raise ConfigError("PRODUCER_BACKOFF_MAX_S: smaller than PRODUCER_BACKOFF_INITIAL_S")
         return cls(
             exchange=exchange,
             kafka=kafka,
-            binance_symbols=symbols,
-            binance_url=ws_url("BINANCE_STREAM_URL", _get(env, "BINANCE_STREAM_URL", cls.binance_url)),
-            binance_stream=stream,
-            coinbase_products=products,
-            coinbase_url=ws_url("COINBASE_STREAM_URL", _get(env, "COINBASE_STREAM_URL", cls.coinbase_url)),
-            stale_after_s=_number(env, "PRODUCER_STALE_AFTER_S", default_stale),
-            max_connection_s=_number(env, "PRODUCER_MAX_CONNECTION_S", cls.max_connection_s),
+            settings=settings,
+            stale_after_s=number(env, "PRODUCER_STALE_AFTER_S", adapter.default_stale_after_s),
+            max_connection_s=number(env, "PRODUCER_MAX_CONNECTION_S", cls.max_connection_s),
             backoff_initial_s=backoff_initial,
             backoff_max_s=backoff_max,
-            ack_timeout_s=_number(env, "PRODUCER_ACK_TIMEOUT_S", cls.ack_timeout_s),
-            stats_interval_s=_number(env, "PRODUCER_STATS_INTERVAL_S", cls.stats_interval_s),
-            mock=mock,
+            ack_timeout_s=number(env, "PRODUCER_ACK_TIMEOUT_S", cls.ack_timeout_s),
+            stats_interval_s=number(env, "PRODUCER_STATS_INTERVAL_S", cls.stats_interval_s),
         )

@@ -13,9 +13,11 @@ import random
 import threading
 import time
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 from .base import Adapter, Emit, now_ms
-from .config import ProducerConfig
+from .config import MockConfig, ProducerConfig
 from .schema import Trade
 
 _START_PRICE = {"BTC": 6_000_000, "ETH": 300_000, "BNB": 60_000, "SOL": 15_000}  # in cents
@@ -27,6 +29,20 @@ def cents(value: int) -> str:
 
 class MockAdapter(Adapter):
     exchange = "mock"
+
+    @classmethod
+    def settings_from_env(cls, env: Mapping[str, str]) -> MockConfig:
+        return MockConfig.from_env(env)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        from .registry import exchange_names
+
+        return {"name": "mock", "kind": "mock", "imitates": list(exchange_names(real_only=True)),
+                "vars": {"MOCK_EXCHANGES": "binance,coinbase", "MOCK_SYMBOLS": "BTC-USDT,ETH-USDT",
+                         "MOCK_RATE": "5", "MOCK_SEED": "42", "MOCK_DIVERGE_BPS": "0",
+                         "MOCK_DIVERGE_PERIOD_S": "0"},
+                "stale_after_s": cls.default_stale_after_s}
 
     def __init__(self, config: ProducerConfig, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
         super().__init__(config)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
 SCHEMA_FIELDS = (
     "exchange", "symbol", "raw_symbol", "trade_id", "price", "size", "side",
@@ -21,7 +23,7 @@ SIDES = ("buy", "sell")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Symbols and trade ids are written into JSON without escaping, so only safe characters pass.
 _SYMBOL = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
-_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TOKEN = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")  # "/": Kraken's BTC/USD
 
 
 class SchemaError(ValueError):
@@ -49,8 +51,51 @@ def safe_token(value: object, name: str) -> str:
     return text
 
 
+def number_text(value: object) -> str | None:
+    """A price or size sent as a JSON number (Kraken v2), parsed with parse_float=str so its
+    exact text survives, -> a plain positive decimal string; None if it is not one. An
+    exponent (`1e-05`) is expanded exactly through Decimal, never through a float."""
+    if type(value) is int:
+        text = str(value)
+    elif type(value) is str:
+        text = value
+    else:
+        return None
+    if _DECIMAL.fullmatch(text) is None:
+        if "e" not in text and "E" not in text:
+            return None
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            return None
+        if not number.is_finite() or number <= 0:
+            return None
+        text = format(number, "f")
+        if _DECIMAL.fullmatch(text) is None:
+            return None
+    return text if text.strip("0.") else None
+
+
 def is_symbol(value: str) -> bool:
     return _SYMBOL.fullmatch(value) is not None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_to_ms(text: str) -> int:
+    """'2014-11-07T08:19:27.028459Z' -> epoch ms, exact (no float), any fraction length."""
+    if not text.endswith("Z"):
+        raise ValueError(f"time {text!r} is not UTC ISO 8601")
+    main, _, frac = text[:-1].partition(".")
+    dt = datetime.fromisoformat(main).replace(tzinfo=UTC)
+    if frac and not frac.isdigit():
+        raise ValueError(f"time {text!r} has a bad fraction")
+    seconds = (dt - _EPOCH) // _ONE_SECOND
+    return seconds * 1000 + int((frac + "000")[:3])
+
+
+_ONE_SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 @dataclass(slots=True)

@@ -1,21 +1,26 @@
-"""Local stand-ins for the exchanges: WebSocket servers speaking Binance's and Coinbase's
-market-data protocols, with plausible trades generated continuously (seeded random walks)
-and a scriptable fault mode (drops, shutdown notices, sequence gaps, bad frames, error
-replies, rate-limit enforcement, ping/pong checks). Used by the integration tests and
-deployed in the sandbox; stdlib only.
+"""Local stand-ins for the exchanges: WebSocket servers speaking each exchange's market-data
+protocol (one module per exchange, found through the producer's registry), with plausible
+trades generated continuously (seeded random walks), the exchange's REST symbol list on the
+same port, its limits enforced, and a scriptable fault mode (drops, shutdown notices, sequence
+gaps, bad and oversized frames, error replies, ping/pong checks). Used by the integration
+tests and deployed in the sandbox; stdlib only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Self
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Self
+from urllib.parse import urlsplit
 
-from .ws import WSConnection, WSServer
+from .ws import OP_CLOSE, OP_PING, OP_TEXT, ConnectionClosed, WSConnection, WSServer
 
 log = logging.getLogger("cryptomon.replay")
 
@@ -47,10 +52,12 @@ class Market:
     def __init__(self, symbol: str, seed: int, keep: int = 50_000) -> None:
         self.symbol = symbol
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(symbol.encode()))
-        self.price = _START.get(symbol.split("-")[0] if "-" in symbol else symbol[:3], 10_000)
+        base = symbol.replace("/", "-").split("-")[0] if ("-" in symbol or "/" in symbol) else symbol[:3]
+        self.price = _START.get(base, 10_000)
         self.next_id = 1_000_000 + self.rng.randint(0, 1000)
         self.sequence = 50_000_000 + self.rng.randint(0, 1000)
         self.tape: list[ReplayTrade] = []
+        self.made = 0          # trades made (published) so far
         self.base = 0          # absolute index of tape[0]
         self.keep = keep
 
@@ -65,6 +72,7 @@ class Market:
                             self.rng.random() < 0.5, time.time_ns() // 1_000_000)
         self.next_id += 1
         self.sequence += 1
+        self.made += 1
         self.tape.append(trade)
         if len(self.tape) > 2 * self.keep:
             drop = len(self.tape) - self.keep
@@ -92,26 +100,93 @@ class ServerStats:
     pong_timeouts: int = 0
     trades_sent: int = 0
     errors_sent: int = 0
+    connect_rejects: int = 0   # handshakes refused by the connection-attempt limit
+    oversized_sent: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
 class ReplayServer:
-    """Shared machinery: markets, the trade generator thread, injections on live connections."""
+    """Shared machinery: markets, the trade generator thread, the REST symbol list, the
+    connection-attempt limit, injections on live connections."""
 
     exchange = ""
+    # REST path (without query) -> listing.<function> name; served on the WebSocket port.
+    rest_paths: dict[str, str] = {}
+    default_max_connects: tuple[int, float] | None = None  # (attempts, per seconds) per IP
 
     def __init__(self, symbols: list[str] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 rate: float = 0.0, seed: int = 7, replay_on_subscribe: int = 0) -> None:
+                 rate: float = 0.0, seed: int = 7, replay_on_subscribe: int = 0, keep: int = 50_000,
+                 max_connects: tuple[int, float] | None | bool = True, listing: Any = None) -> None:
         self.seed = seed
         self.rate = rate  # trades per second per market; 0 = only publish() makes trades
         self.replay_on_subscribe = replay_on_subscribe  # resend this many past trades per new subscription
+        self.keep = keep  # trades kept per market (for replays and the tests' expectations)
         self.markets: dict[str, Market] = {}
         self.cond = threading.Condition()
         self.stats = ServerStats()
         self._stop = threading.Event()
-        self.server = WSServer(self._handle, host, port)
+        self.max_connects = self.default_max_connects if max_connects is True else (max_connects or None)
+        self._attempts: deque[float] = deque()
+        self._attempts_lock = threading.Lock()
+        self.rest_failures = 0  # answer the next N REST requests with HTTP 500
+        self.rest_requests = 0
+        self._listing = listing  # the REST payload; None = the realistic default (replay.listing)
+        self.server = WSServer(self._handle, host, port, http=self._http, admit=self._admit)
         for s in symbols or []:
             self.market(s)
+
+    # --- REST symbol list and connection limits ----------------------------------------------
+    def listing(self) -> Any:
+        if self._listing is None and self.rest_paths:
+            from . import listing
+
+            self._listing = getattr(listing, next(iter(self.rest_paths.values())))()
+        return self._listing
+
+    def listed_symbols(self) -> set[str]:
+        """Symbols the exchange knows (for errors on bad subscriptions): override per exchange."""
+        return set()
+
+    def known(self, symbol: str) -> bool:
+        return symbol in self.markets or symbol in self._known()
+
+    def _known(self) -> set[str]:
+        cached = getattr(self, "_known_cache", None)
+        if cached is None:
+            cached = self._known_cache = self.listed_symbols()
+        return cached
+
+    def _http(self, path: str) -> tuple[int, bytes]:
+        from .listing import body
+
+        self.rest_requests += 1
+        route = urlsplit(path).path.rstrip("/")
+        if route == "/replay/stats":  # not an exchange endpoint: for benchmarks and operators
+            return 200, json.dumps({**asdict(self.stats), "made": self.made(),
+                                    "markets": len(self.markets)}).encode()
+        if route not in self.rest_paths:
+            return 404, b'{"error":"not found"}'
+        if self.rest_failures > 0:
+            self.rest_failures -= 1
+            return 500, b'{"error":"injected failure"}'
+        return 200, body(self.listing())
+
+    def _admit(self) -> bool:
+        """Every attempt counts, refused ones too (as "connection attempts" on the exchanges)."""
+        if self.max_connects is None:
+            return True
+        attempts, window = self.max_connects
+        now = time.monotonic()
+        with self._attempts_lock:
+            while self._attempts and now - self._attempts[0] >= window:
+                self._attempts.popleft()
+            self._attempts.append(now)
+            if len(self._attempts) > attempts:
+                self.stats.connect_rejects += 1
+                log.warning("%s: connection attempt limit (%d per %.0f s) exceeded: refused", self.exchange,
+                            attempts, window)
+                return False
+        return True
 
     # --- lifecycle ---------------------------------------------------------------------
     @property
@@ -146,7 +221,7 @@ class ReplayServer:
         with self.cond:
             m = self.markets.get(symbol)
             if m is None:
-                m = self.markets[symbol] = Market(symbol, self.seed)
+                m = self.markets[symbol] = Market(symbol, self.seed, keep=self.keep)
             return m
 
     def publish(self, n: int = 1, symbol: str | None = None) -> list[ReplayTrade]:
@@ -158,6 +233,11 @@ class ReplayServer:
                 made.extend(m.make() for _ in range(n))
             self.cond.notify_all()
         return made
+
+    def made(self) -> int:
+        """Trades made so far on every market."""
+        with self.cond:
+            return sum(m.made for m in self.markets.values())
 
     def gap(self, n: int, symbol: str | None = None) -> None:
         with self.cond:
@@ -194,6 +274,12 @@ class ReplayServer:
         for c in conns:
             c.close(code, reason)
         return len(conns)
+
+    def send_oversized(self, nbytes: int) -> int:
+        """One valid JSON text message of `nbytes` to every connection (a frame-size cap test)."""
+        text = json.dumps({"padding": "x" * max(0, nbytes - 16)})
+        self.stats.oversized_sent += 1
+        return self.send_raw(text)
 
     def send_raw(self, text: str | bytes) -> int:
         conns = self.connections()
@@ -251,5 +337,176 @@ class ReplayServer:
             self.send_raw(step["text"])
         elif action == "gap":
             self.gap(int(step.get("n", 5)), step.get("symbol"))
+        elif action == "oversized":
+            self.send_oversized(int(step.get("bytes", 8 << 20)))
         else:
             raise ValueError(f"unknown script action {action!r}")
+
+
+class Client:
+    """One connection to a PubSubReplay server."""
+
+    def __init__(self, ws: WSConnection) -> None:
+        self.ws = ws
+        self.subs: dict[str, int] = {}      # market -> next tape index
+        self.opened = self.last_in = self.last_out = time.monotonic()
+        self.incoming: deque[float] = deque()
+        self.requests = 0
+        self.chars = 0                      # subscribed topic characters (Bybit's per-connection cap)
+        self.conn_id = f"{zlib.crc32(str(id(ws)).encode()):08x}"
+        # Held from choosing what to send until it is sent, so acks and snapshots sent by the
+        # reader never overtake (or get overtaken by) the writer's updates.
+        self.order = threading.Lock()
+
+    def send(self, obj: Any) -> None:
+        self.ws.send_text(obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":")))
+        self.last_out = time.monotonic()
+
+
+class PubSubReplay(ReplayServer):
+    """Shared protocol loop of the JSON subscribe/push exchanges (Kraken, OKX, Bybit): one
+    reader and one writer thread per connection, the exchange module fills in the messages."""
+
+    path = ""                                # the stream path, e.g. /v2
+    heartbeat_interval: float | None = None  # server heartbeat when idle (Kraken)
+    idle_timeout: float | None = None        # close when nothing moved either way for this long
+    max_age: float | None = None
+    max_incoming_per_s: int | None = None
+
+    def __init__(self, symbols: list[str] | None = None, *, idle_timeout: float | None = None,
+                 heartbeat_interval: float | None = None, max_age: float | None = None,
+                 ping_interval: float | None = None, **kw: Any) -> None:
+        super().__init__(symbols, **kw)
+        if idle_timeout is not None:
+            self.idle_timeout = idle_timeout
+        if heartbeat_interval is not None:
+            self.heartbeat_interval = heartbeat_interval
+        if max_age is not None:
+            self.max_age = max_age
+        self.ping_interval = ping_interval   # WebSocket ping frames from the server (none by default)
+        self.subscribe_requests: list[Any] = []
+        self.error_next_subscribes = 0       # refuse the next N subscribe requests
+        self.ignore_next_subscribes = 0      # never answer the next N subscribe requests
+        self.idle_closes = 0
+        self._conns: dict[WSConnection, Client] = {}
+
+    # --- hooks ----------------------------------------------------------------------------
+    def on_open(self, conn: Client) -> None:
+        """Greeting after the handshake (Kraken's status message)."""
+
+    def on_text(self, conn: Client, data: bytes) -> None:
+        raise NotImplementedError
+
+    def encode(self, symbol: str, trades: list[ReplayTrade]) -> list[str]:
+        raise NotImplementedError
+
+    def heartbeat(self) -> str | None:
+        return None
+
+    # --- helpers for the exchange modules -------------------------------------------------
+    def ready_count(self, subscribed: bool = True) -> int:
+        return sum(1 for c in list(self._conns.values()) if not c.ws.closed.is_set() and (c.subs or not subscribed))
+
+    def clients(self) -> list[Client]:
+        return [c for c in list(self._conns.values()) if not c.ws.closed.is_set()]
+
+    def subscribe(self, conn: Client, symbol: str, snapshot: int = 0) -> list[ReplayTrade]:
+        """Start `symbol` on `conn` at the tape's end; return the last `snapshot` trades."""
+        m = self.market(symbol)
+        with self.cond:
+            if symbol not in conn.subs:
+                conn.subs[symbol] = max(m.base, m.end - self.replay_on_subscribe)
+            self.cond.notify_all()
+            return m.tape[-snapshot:] if snapshot else []
+
+    def error(self, conn: Client, obj: Any) -> None:
+        self.stats.errors_sent += 1
+        conn.send(obj)
+
+    # --- protocol loop --------------------------------------------------------------------
+    def _handle(self, ws: WSConnection) -> None:
+        if ws.route.rstrip("/") != self.path.rstrip("/"):
+            ws.close(1008, "unknown path")
+            return
+        conn = Client(ws)
+        self.stats.connections += 1
+        self._conns[ws] = conn
+        with conn.order:
+            self.on_open(conn)
+        threading.Thread(target=self._writer, args=(conn,), daemon=True).start()
+        try:
+            while not ws.closed.is_set():
+                opcode, data = ws.recv_message()
+                now = time.monotonic()
+                conn.last_in = now
+                if self.max_incoming_per_s is not None:
+                    conn.incoming.append(now)
+                    while conn.incoming and now - conn.incoming[0] > 1.0:
+                        conn.incoming.popleft()
+                    if len(conn.incoming) > self.max_incoming_per_s:
+                        self.stats.rate_limit_closes += 1
+                        ws.close(1008, "Too many requests")
+                        return
+                if opcode == OP_CLOSE:
+                    ws.close(1000)
+                    return
+                if opcode == OP_PING:
+                    ws.pong(data)
+                elif opcode == OP_TEXT:
+                    with conn.order:
+                        self.on_text(conn, data)
+        finally:
+            ws.abort()
+            self._conns.pop(ws, None)
+            with self.cond:
+                self.cond.notify_all()
+
+    def _writer(self, conn: Client) -> None:
+        ws = conn.ws
+        next_ping = conn.opened + (self.ping_interval or 1e12)
+        try:
+            while not ws.closed.is_set() and not self._stop.is_set():
+                with self.cond:
+                    self.cond.wait(0.05)
+                batch: list[str] = []
+                with conn.order:
+                    with self.cond:
+                        for symbol, index in list(conn.subs.items()):
+                            trades, conn.subs[symbol] = self.markets[symbol].since(index)
+                            if trades:
+                                batch += self.encode(symbol, trades)
+                    now = time.monotonic()
+                    if batch:
+                        ws.send_frames(batch)
+                        conn.last_out = now
+                        self.stats.trades_sent += len(batch)
+                    elif (self.heartbeat_interval is not None and conn.subs
+                          and now - conn.last_out >= self.heartbeat_interval):
+                        beat = self.heartbeat()
+                        if beat is not None:
+                            conn.send(beat)
+                if now >= next_ping:
+                    ws.ping(b"replay")
+                    self.stats.pings += 1
+                    next_ping = now + (self.ping_interval or 1e12)
+                if self.idle_timeout is not None and now - max(conn.last_in, conn.last_out) > self.idle_timeout:
+                    self.idle_closes += 1
+                    ws.close(1000, "idle")  # what the exchanges do: a plain close
+                    return
+                if self.max_age is not None and now - conn.opened > self.max_age:
+                    ws.close(1001, "connection age limit")
+                    return
+        except ConnectionClosed:
+            return
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_us(ms: int, salt: int = 0) -> str:
+    """RFC 3339 with microseconds, as Kraken and Coinbase write trade times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}{salt % 1000:03d}Z"
+
+
+Factory = Callable[..., ReplayServer]

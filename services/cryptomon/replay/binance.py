@@ -1,10 +1,14 @@
-"""Binance spot market-stream stand-in: /stream (combined, wrapped frames) and /ws (raw).
+"""Binance spot market-stream stand-in: /stream (combined, wrapped frames) and /ws (raw), and
+the REST symbol list GET /api/v3/exchangeInfo on the same port.
 
 Speaks SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS with `{"result":…,"id":…}` replies and
-`{"code":…,"msg":…}` errors, enforces 5 incoming messages per second (pings, pongs and
-control messages count; more closes with 1008), pings every `ping_interval` and closes
-connections that do not pong within `pong_timeout`, cuts connections at `max_age` and can
-announce `serverShutdown`.
+`{"code":…,"msg":…}` errors, and enforces the documented limits: 5 incoming messages per
+second (pings, pongs and control messages count; more closes with 1008), 1024 streams per
+connection (more closes with 1008, or with `over_limit="drop"` the streams above the limit are
+silently not subscribed), 300 connection attempts per 5 minutes (more are refused with HTTP
+429). It pings every `ping_interval` and closes connections that do not pong within
+`pong_timeout`, cuts connections at `max_age` and can announce `serverShutdown`. Subscribing
+to an unknown symbol is not an error, as on the real server.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ from . import Market, ReplayServer, ReplayTrade
 from .ws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, ConnectionClosed, WSConnection
 
 STREAM_TYPES = ("trade", "aggTrade")
+
+
+def trade_text(stream: str, symbol: str, t: ReplayTrade, kind: str, combined: bool, now: int) -> str:
+    """The JSON text of one event, formatted directly (json.dumps per trade would make the
+    replay server, not the producer, the bottleneck of the throughput benchmark)."""
+    m = "true" if t.buyer_maker else "false"
+    if kind == "aggTrade":
+        body = (f'{{"e":"aggTrade","E":{now},"s":"{symbol}","a":{t.trade_id},"p":"{t.price(8)}",'
+                f'"q":"{t.size(8)}","f":{t.trade_id},"l":{t.trade_id},"T":{t.ts_ms},"m":{m},"M":true}}')
+    else:
+        body = (f'{{"e":"trade","E":{now},"s":"{symbol}","t":{t.trade_id},"p":"{t.price(8)}",'
+                f'"q":"{t.size(8)}","T":{t.ts_ms},"m":{m},"M":true}}')
+    return f'{{"stream":"{stream}","data":{body}}}' if combined else body
 
 
 def trade_event(symbol: str, t: ReplayTrade, kind: str = "trade") -> dict:
@@ -42,15 +59,23 @@ class _Conn:
 
 class BinanceReplay(ReplayServer):
     exchange = "binance"
+    rest_paths = {"/api/v3/exchangeInfo": "binance"}
+    default_max_connects = (300, 300.0)
 
-    def __init__(self, symbols: list[str] | None = None, *, ping_interval: float = 20.0,
-                 pong_timeout: float = 60.0, max_age: float = 86_400.0, max_incoming_per_s: int = 5,
-                 shutdown_grace: float = 1.0, **kw: object) -> None:
+    def __init__(self, symbols: list[str] | None = None, *, ping_interval: float | None = 20.0,
+                 pong_timeout: float = 60.0, max_age: float | None = 86_400.0, max_incoming_per_s: int = 5,
+                 max_streams: int = 1024, over_limit: str = "close", shutdown_grace: float = 1.0,
+                 **kw: object) -> None:
         super().__init__([s.upper() for s in symbols or []], **kw)  # type: ignore[arg-type]
-        self.ping_interval = ping_interval
+        self.ping_interval = ping_interval or 20.0
         self.pong_timeout = pong_timeout
-        self.max_age = max_age
+        self.max_age = max_age or 86_400.0
         self.max_incoming = max_incoming_per_s
+        self.max_streams = max_streams
+        if over_limit not in ("close", "drop"):
+            raise ValueError("over_limit is close or drop")
+        self.over_limit = over_limit
+        self.streams_dropped = 0
         self.shutdown_grace = shutdown_grace
         self.error_next_subscribes = 0     # answer the next N SUBSCRIBEs with an error
         self.ignore_next_subscribes = 0    # never acknowledge the next N SUBSCRIBEs
@@ -166,8 +191,17 @@ class BinanceReplay(ReplayServer):
                 if self.ignore_next_subscribes > 0:
                     self.ignore_next_subscribes -= 1
                     return None
+                new = [p for p in dict.fromkeys(params) if p not in conn.subs]
+                room = self.max_streams - len(conn.subs)
+                if len(new) > room:
+                    if self.over_limit == "close":
+                        self.stats.rate_limit_closes += 1
+                        conn.ws.close(1008, "Too many streams")
+                        return None
+                    self.streams_dropped += len(new) - max(room, 0)
+                    new = new[:max(room, 0)]
                 self.stats.subscribes += 1
-                for p in params:
+                for p in new:
                     self._subscribe_stream(conn, p)
             else:
                 for p in params:
@@ -200,13 +234,12 @@ class BinanceReplay(ReplayServer):
                 batch: list[str] = []
                 with self.cond:
                     self.cond.wait(0.05)
+                    now_ms = time.time_ns() // 1_000_000
                     for stream, index in list(conn.subs.items()):
                         symbol, _, kind = stream.partition("@")
-                        trades, conn.subs[stream] = self.markets[symbol.upper()].since(index)
-                        for t in trades:
-                            event = trade_event(symbol.upper(), t, kind)
-                            batch.append(json.dumps({"stream": stream, "data": event} if conn.combined else event,
-                                                    separators=(",", ":")))
+                        upper = symbol.upper()
+                        trades, conn.subs[stream] = self.markets[upper].since(index)
+                        batch += [trade_text(stream, upper, t, kind, conn.combined, now_ms) for t in trades]
                 if batch:
                     ws.send_frames(batch)
                     self.stats.trades_sent += len(batch)

@@ -49,17 +49,23 @@ class _Conn:
 
 class CoinbaseReplay(ReplayServer):
     exchange = "coinbase"
+    rest_paths = {"/products": "coinbase"}
 
     def __init__(self, products: list[str] | None = None, *, subscribe_timeout: float = 5.0,
-                 heartbeat_interval: float = 1.0, ping_interval: float = 0.0, **kw: object) -> None:
+                 heartbeat_interval: float = 1.0, ping_interval: float | None = 0.0,
+                 max_age: float | None = None, **kw: object) -> None:
+        # max_age: accepted for a uniform CLI; Coinbase documents no connection lifetime.
         super().__init__([p.upper() for p in products or []], **kw)  # type: ignore[arg-type]
         self.subscribe_timeout = subscribe_timeout
         self.heartbeat_interval = heartbeat_interval
-        self.ping_interval = ping_interval
+        self.ping_interval = ping_interval or 0.0
         self.error_next_subscribes = 0
         self.subscribe_requests: list[dict] = []
         self.sent: set[tuple[str, int]] = set()  # (product, trade id) delivered to some client
         self._conns: dict[WSConnection, _Conn] = {}
+
+    def listed_symbols(self) -> set[str]:
+        return {p["id"] for p in self.listing()}
 
     def ready_count(self, subscribed: bool = True) -> int:
         return sum(1 for c in list(self._conns.values())
@@ -122,6 +128,12 @@ class CoinbaseReplay(ReplayServer):
         if req["type"] == "subscribe" and self.error_next_subscribes > 0:
             self.error_next_subscribes -= 1
             return self._error(conn, "Failed to subscribe", "injected failure")
+        # Well-formed but unknown products: an error naming each, then the others subscribed
+        # (the order captured from the real feed).
+        unknown = sorted({str(p) for _, products in wanted for p in products if not self.known(str(p))})
+        for p in unknown:
+            self._error(conn, "Failed to subscribe", f"{p} is not a valid product")
+        wanted = [(name, [p for p in products if str(p) not in unknown]) for name, products in wanted]
         with conn.order:
             self._apply(conn, req, wanted)
         with self.cond:

@@ -150,13 +150,23 @@ class WSConnection:
 
 
 Handler = Callable[[WSConnection], None]
+# A plain HTTP GET (the exchange's REST symbol list): path -> (status, JSON body).
+HttpHandler = Callable[[str], tuple[int, bytes]]
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class WSServer:
-    """Accepts WebSocket connections and runs `handler(conn)` on a thread per connection."""
+    """Accepts WebSocket connections and runs `handler(conn)` on a thread per connection.
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+    `http` answers plain GET requests on the same port (the REST symbol lists); `admit` is
+    asked before each WebSocket handshake and may refuse it (HTTP 429, a connection-rate limit).
+    """
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
+                 http: HttpHandler | None = None, admit: Callable[[], bool] | None = None) -> None:
         self.handler = handler
+        self.http = http
+        self.admit = admit
         self._sock = socket.create_server((host, port), reuse_port=False)
         self.host, self.port = self._sock.getsockname()[:2]
         self._stop = threading.Event()
@@ -240,9 +250,16 @@ class WSServer:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         key = headers.get("sec-websocket-key")
-        if method != "GET" or headers.get("upgrade", "").lower() != "websocket" or not key:
-            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            sock.close()
+        upgrade = headers.get("upgrade", "").lower() == "websocket"
+        if method == "GET" and not upgrade and self.http is not None:
+            status, body = self.http(path)
+            self._respond(sock, status, body)
+            return None
+        if method != "GET" or not upgrade or not key:
+            self._respond(sock, 400, b"")
+            return None
+        if self.admit is not None and not self.admit():
+            self._respond(sock, 429, b'{"code":-1003,"msg":"Too many connection attempts."}')
             return None
         accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
         sock.sendall(
@@ -250,3 +267,12 @@ class WSServer:
             f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
         )
         return WSConnection(sock, path, headers)
+
+    @staticmethod
+    def _respond(sock: socket.socket, status: int, body: bytes) -> None:
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        try:
+            sock.sendall(head.encode() + body)
+        finally:
+            sock.close()
