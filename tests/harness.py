@@ -109,7 +109,7 @@ class KafkaNode:
                 "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
                 "sasl.password": self.users[user], "ssl.ca.location": str(self.ca_file)}
 
-    def client_env(self, user: str) -> dict[str, str]:
+    def client_env(self, user: str | None) -> dict[str, str]:
         """The services' KAFKA_* environment for `user` (what the role renders)."""
         if not self.secure:
             return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
@@ -266,10 +266,36 @@ def _kafka_uuid() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict[str, str] | None = None) -> None:
+def create_topic_with(node: KafkaNode, name: str, partitions: int = 3, config: dict[str, str] | None = None) -> None:
+    """create_topic on any node, secure ones as the admin user."""
+    create_topic(node.bootstrap, name, partitions, config, client=node.client_config())
+
+
+def allow_producer(node: KafkaNode, topic: str, user: str = "cryptomon-producer") -> None:
+    """The producer's ACLs of the bundle (Write + Describe on the topic, IdempotentWrite)."""
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    acls = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{user}", "*", op,
+                       AclPermissionType.ALLOW) for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
+    acls.append(AclBinding(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, f"User:{user}", "*",
+                           AclOperation.IDEMPOTENT_WRITE, AclPermissionType.ALLOW))
+    admin = AdminClient(node.client_config())
+    for future in admin.create_acls(acls).values():
+        future.result(30)
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict[str, str] | None = None,
+                 client: dict[str, str] | None = None) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client or {"bootstrap.servers": bootstrap})
     fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name]
     fut.result(30)
     # Wait until the metadata shows every partition with a leader.
