@@ -72,7 +72,7 @@ def test_vault_workflow_passwords_from_the_vault_and_generated_for_the_rest(tmp_
 
     assert hashes["producer"] == sha(example["vault_kafka_passwords"]["producer"])
     assert hashes["admin"] == sha(example["vault_kafka_passwords"]["admin"])
-    generated = (tmp_path / "state" / "secrets" / "kafka-alerter.password").read_text()
+    generated = (tmp_path / "state" / "secrets" / "kafka-alerter.password").read_text().strip()
     assert hashes["alerter"] == sha(generated) and len(generated) == 32
     for secret in example["vault_kafka_passwords"].values():
         assert secret not in res.stdout
