@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import harness
 import pytest
+from cryptomon.producer.registry import adapter_class, replay_class
 from cryptomon.producer.schema import Trade
 from cryptomon.replay.binance import BinanceReplay
 from cryptomon.replay.coinbase import CoinbaseReplay
@@ -33,7 +35,8 @@ class Producer:
     def __init__(self, tmp_path: Path, exchange: str, env: dict[str, str], *args: str) -> None:
         self.log_path = tmp_path / f"producer-{exchange}-{uuid.uuid4().hex[:6]}.log"
         self.out_path = self.log_path.with_suffix(".out")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "BINANCE_", "COINBASE_"))}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(
+            ("KAFKA_", "PRODUCER_", "BINANCE_", "COINBASE_", "KRAKEN_", "OKX_", "BYBIT_", "MOCK_"))}
         full_env.update({"PYTHONPATH": str(SERVICES), "PYTHONUNBUFFERED": "1", **FAST, **env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cryptomon.producer.cli", exchange, *args], cwd=tmp_path, env=full_env,
@@ -243,3 +246,116 @@ def test_stdout_mode_prints_normalized_json_lines(tmp_path):
     assert {t.symbol for t in trades} == {"BTC-USDT"}
     assert json.loads(lines[0])["exchange"] == "binance"
     assert "Kafka" not in p.log  # never touched the broker
+
+
+BYBIT_ID_BASE = 2_290_000_000_000_000_000
+
+
+def wait(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def trade_key(t: Trade) -> tuple[str, int]:
+    """(raw symbol, the replay tape's trade id) of a produced trade."""
+    tid = int(t.trade_id)
+    return t.raw_symbol, tid - BYBIT_ID_BASE if t.exchange == "bybit" else tid
+
+
+def run_faults(exchange: str, srv, delivered: Callable[[int], None]) -> None:
+    """Live trades, an abrupt drop with trades made while away, bad frames, more trades.
+    `delivered(n)` waits until the server has sent at least n trades and the producer has
+    passed on everything the server sent."""
+    live = srv.publish(50)
+    delivered(len(live))
+    srv.drop()
+    srv.publish(20)  # made while away: Kraken's snapshot recovers them; OKX and Bybit may replay or lose them
+    assert srv.wait_connections(1, 30)
+    srv.send_raw("{not json")
+    srv.send_raw(b"\x00binary")
+    last = srv.publish(30)
+    delivered(len(live) + len(last))
+
+
+def new_exchange_env(exchange: str, srv) -> tuple[dict[str, str], list[str]]:
+    cls = adapter_class(exchange)
+    raws = [cls.parse_symbol(s).raw for s in cls.default_symbols.split(",")]
+    return {cls.symbols_var: cls.default_symbols, cls.url_var: srv.url + cls.replay_path,
+            cls.rest_var: srv.url.replace("ws://", "http://")}, raws
+
+
+@pytest.mark.parametrize("exchange", ["kraken", "okx", "bybit"])
+def test_new_exchanges_stdout_prints_exactly_the_expected_trades(exchange, tmp_path):
+    """`cryptomon-producer kraken|okx|bybit --stdout`: every trade the server delivered (and, for
+    Kraken, the ones its snapshot recovers after the drop) exactly once, nothing else."""
+    with replay_class(exchange)(replay_on_subscribe=0 if exchange == "kraken" else 1000) as srv:
+        env, raws = new_exchange_env(exchange, srv)
+        for raw in raws:
+            srv.market(raw)
+        srv.publish(5)  # history before we connect (Kraken's first snapshot: skipped)
+        p = Producer(tmp_path, exchange, {**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "--stdout")
+
+        def lines() -> list[str]:
+            return p.out_path.read_text().splitlines()
+
+        def delivered(at_least: int) -> None:
+            wait(lambda: len(srv.sent) >= at_least, "the server to send")
+            wait(lambda: len({trade_key(Trade.from_json(x)) for x in lines()}) >= len(srv.sent), "stdout")
+
+        try:
+            assert srv.wait_connections(1, 60), p.log
+            time.sleep(0.5)  # acknowledged
+            run_faults(exchange, srv, delivered)
+            time.sleep(1.0)
+            assert p.terminate() == 0, p.log
+        finally:
+            p.kill()
+    trades = [Trade.from_json(x) for x in lines()]
+    keys = [trade_key(t) for t in trades]
+    assert len(keys) == len(set(keys)), "duplicates on stdout"
+    assert set(keys) == srv.sent, (sorted(srv.sent - set(keys))[:5], sorted(set(keys) - srv.sent)[:5], p.log[-3000:])
+    assert len(keys) >= 2 * 80
+    assert {t.exchange for t in trades} == {exchange} and {t.raw_symbol for t in trades} == set(raws)
+    tape = {(sym, t.trade_id): t for sym, m in srv.markets.items() for t in m.tape}
+    for t in trades:
+        src = tape[trade_key(t)]
+        assert t.side == ("sell" if src.buyer_maker else "buy")
+        assert t.price == src.price(2)
+    assert re.search(r"stopped: trades=\d+ duplicates=\d+ malformed=2 ", p.log), p.log[-2000:]
+
+
+@pytest.mark.parametrize("exchange", ["kraken", "okx", "bybit"])
+def test_new_exchanges_each_trade_exactly_once_in_kafka(exchange, kafka_bootstrap, tmp_path):
+    topic = f"trades.raw.{exchange}-{uuid.uuid4().hex[:6]}"
+    harness.create_topic(kafka_bootstrap, topic, partitions=3)
+    with replay_class(exchange)(replay_on_subscribe=0 if exchange == "kraken" else 1000) as srv:
+        env, raws = new_exchange_env(exchange, srv)
+        for raw in raws:
+            srv.market(raw)
+
+        def delivered(at_least: int) -> None:
+            wait(lambda: len(srv.sent) >= at_least, "the server to send")
+            harness.consume_all(kafka_bootstrap, topic, expected=len(srv.sent), timeout=60)
+
+        p = Producer(tmp_path, exchange, {**env, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                          "KAFKA_TRADES_TOPIC": topic})
+        try:
+            assert srv.wait_connections(1, 60), p.log
+            time.sleep(0.5)
+            run_faults(exchange, srv, delivered)
+            time.sleep(1.0)
+            assert p.terminate() == 0, p.log
+        finally:
+            p.kill()
+    cls = adapter_class(exchange)
+    symbol_of = {raw: cls.parse_symbol(raw).symbol for raw in raws}
+    expected = {(f"{exchange}:{symbol_of[raw]}", tid + (BYBIT_ID_BASE if exchange == "bybit" else 0)): None
+                for raw, tid in srv.sent}
+    try:
+        trades = check_exactly_once(kafka_bootstrap, topic, expected)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nproducer log:\n{p.log[-4000:]}") from None
+    assert len(trades) >= 160 and "delivery failures=0" in p.log

@@ -267,7 +267,7 @@ class WebSocketAdapter(Adapter):
         self.pending_acks: dict[object, float] = {}
         self.reconnect_request: Reconnect | None = None
         self.rejected: dict[str, str] = {}        # raw symbol -> the exchange's reason
-        self.capacity_hint: int | None = None     # the exchange kept fewer streams than asked
+        self.capacity_hint: int | None = None     # the exchange kept fewer streams than asked (the Feed clears it)
         self.connected = threading.Event()
         self._next_markets: dict[str, Market] | None = None
         self._outbox: deque[str] = deque()
@@ -310,7 +310,6 @@ class WebSocketAdapter(Adapter):
     def on_connect(self) -> None:
         self.pending_acks.clear()
         self.reconnect_request = None
-        self.capacity_hint = None
         self._outbox.clear()
         self._pong_deadline = None
         self.last_activity = time.monotonic()
@@ -418,8 +417,9 @@ class WebSocketAdapter(Adapter):
                     next_ping = now + ping_every  # type: ignore[operator]
                 if self._pong_deadline is not None and now > self._pong_deadline:
                     raise Reconnect(f"no pong within {self.pong_timeout_s:.0f}s")
-                if not healthy and not self.pending_acks and not outbox and (
-                        self.stats.trades > trades_at_open or self.last_activity > opened):
+                # Healthy: trades flow, or every request is answered and the server is alive.
+                if not healthy and (self.stats.trades > trades_at_open or (
+                        not self.pending_acks and not outbox and self.last_activity > opened)):
                     healthy = True
                     self.connected.set()
                     self.backoff.reset()

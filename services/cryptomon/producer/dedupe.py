@@ -14,6 +14,7 @@ candidates (the far id was a stray). Non-integer ids fall back to a bounded set 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 
 log = logging.getLogger("cryptomon.producer.dedupe")
@@ -34,6 +35,8 @@ class Deduper:
         self.name = name
         self.rebased = 0    # marks moved after confirmations
         self.strays = 0     # far ids that were not confirmed
+        # Trades before this are history (a snapshot of them on the first subscribe is not produced).
+        self.started_ms = time.time_ns() // 1_000_000
 
     def is_new(self, market: str, trade_id: int | str) -> bool:
         if type(trade_id) is int:

@@ -12,9 +12,10 @@ parse_float=str so the exact digits survive (no float ever holds a price). `trad
 sequence number per book, so the high-water-mark dedupe is exact.
 
 Snapshot on subscribe: requested (`snapshot: true`; the docs disagree on its default, so it
-is always sent explicitly), and DEDUPLICATED: on the first subscribe of a market the snapshot's
-(old) trades only set the dedupe mark and are not produced; after a reconnect, snapshot trades
-newer than the mark are produced, which recovers trades missed while disconnected (up to 50).
+is always sent explicitly), and DEDUPLICATED: snapshot trades from before the producer started
+are history (they only set the dedupe mark, nothing is produced); the others go through the
+dedupe, so after a reconnect the snapshot recovers the trades missed while disconnected (up to
+50 per market) and repeats nothing already produced.
 
 Keepalive: the server sends `{"channel":"heartbeat"}` about once a second when nothing else
 flows; the watchdog reconnects after 10 s of silence (Kraken's guide suggests ~5 s). Symbols:
@@ -177,14 +178,16 @@ class KrakenAdapter(WebSocketAdapter):
         out = []
         dedupe = self.dedupe
         if kind == "snapshot":
-            # First subscribe of a market: its snapshot is history, it only sets the mark.
-            first: dict[str, int] = {}
-            for market, tid, *_ in parsed:
-                if market.raw not in dedupe.marks:
-                    first[market.raw] = max(tid, first.get(market.raw, tid))
-            for raw, tid in first.items():
+            # A market we have nothing of yet: its snapshot trades from before this process
+            # started are history; they only set the mark. Later ones (and, after a reconnect,
+            # the ones newer than the mark) are trades we missed: produced.
+            history: dict[str, int] = {}
+            for market, tid, _, _, _, ts in parsed:
+                if ts <= dedupe.started_ms and market.raw not in dedupe.marks:
+                    history[market.raw] = max(tid, history.get(market.raw, tid))
+            for raw, tid in history.items():
                 dedupe.seed(raw, tid)
-            parsed = [p for p in parsed if p[0].raw not in first]
+            parsed = [p for p in parsed if not (p[5] <= dedupe.started_ms and p[0].raw in history)]
         for market, tid, price, qty, side, ts in parsed:
             if not dedupe.is_new(market.raw, tid):
                 self.stats.duplicates += 1

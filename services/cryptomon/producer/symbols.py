@@ -159,9 +159,16 @@ def normalized_listing(entries: Iterable[tuple[str, str, str]], exchange: str) -
         else:
             skipped.append(raw)
     if skipped:
-        log.warning("%s symbol list: %d market(s) skipped, not normalizable to BASE-QUOTE: %.200s",
-                    exchange, len(skipped), ", ".join(skipped))
+        # Once per distinct set: the daily refresh must not repeat the same line forever.
+        key = (exchange, tuple(skipped))
+        (log.warning if key not in _SKIPPED_SEEN else log.debug)(
+            "%s symbol list: %d market(s) skipped, not normalizable to BASE-QUOTE: %.200s",
+            exchange, len(skipped), ", ".join(skipped))
+        _SKIPPED_SEEN.add(key)
     return out
+
+
+_SKIPPED_SEEN: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def fetch_listing(url: str, parse: Callable[[Any], list[Market]], timeout: float = 10.0) -> list[Market]:

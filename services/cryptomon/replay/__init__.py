@@ -388,6 +388,7 @@ class PubSubReplay(ReplayServer):
         self.error_next_subscribes = 0       # refuse the next N subscribe requests
         self.ignore_next_subscribes = 0      # never answer the next N subscribe requests
         self.idle_closes = 0
+        self.sent: set[tuple[str, int]] = set()  # (market, trade id) delivered to some client
         self._conns: dict[WSConnection, Client] = {}
 
     # --- hooks ----------------------------------------------------------------------------
@@ -475,6 +476,7 @@ class PubSubReplay(ReplayServer):
                             trades, conn.subs[symbol] = self.markets[symbol].since(index)
                             if trades:
                                 batch += self.encode(symbol, trades)
+                                self.sent.update((symbol, t.trade_id) for t in trades)
                     now = time.monotonic()
                     if batch:
                         ws.send_frames(batch)

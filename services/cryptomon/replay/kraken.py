@@ -41,6 +41,10 @@ class KrakenReplay(PubSubReplay):
     rest_paths = {"/0/public/AssetPairs": "kraken"}
     heartbeat_interval = 1.0
 
+    def __init__(self, symbols: list[str] | None = None, **kw: Any) -> None:
+        super().__init__(symbols, **kw)
+        self.subscribed_before: dict[str, int] = {}  # market -> last trade id at its first subscribe
+
     def listed_symbols(self) -> set[str]:
         v2 = {v: k for k, v in KRAKEN_V1.items()}
         out = set()
@@ -109,6 +113,14 @@ class KrakenReplay(PubSubReplay):
             return
         self.stats.subscribes += 1
         past = self.subscribe(conn, symbol, SNAPSHOT if snapshot else 0)
+        history_end = self.subscribed_before.get(symbol)
+        if history_end is None:
+            # First subscribe: the snapshot is history, which a client skips.
+            self.subscribed_before[symbol] = past[-1].trade_id if past else -1
+        else:
+            # Resubscribe: the snapshot's trades after that history are ones a client may have
+            # missed while away; it takes them (deduplicated against what it has).
+            self.sent.update((symbol, t.trade_id) for t in past if t.trade_id > history_end)
         conn.send({"method": "subscribe", "result": {"channel": "trade", "symbol": symbol, "snapshot": snapshot},
                    "success": True, **extra, **_times()})
         if snapshot:
