@@ -221,6 +221,9 @@ class WebSocketAdapter(Adapter):
     def keepalive_message(self) -> str | None:
         return None
 
+    def markets_changed(self) -> None:
+        """self.by_raw was replaced or shrunk (for adapters that keep derived lookups)."""
+
     # --- settings ----------------------------------------------------------------------------
     @classmethod
     def settings_from_env(cls, env: Mapping[str, str]) -> FeedSettings:
@@ -302,6 +305,7 @@ class WebSocketAdapter(Adapter):
         market = self.by_raw.pop(raw, None)
         if market is None or raw in self.rejected:
             return
+        self.markets_changed()
         self.rejected[raw] = reason
         self.stats.rejected += 1
         self.log.error("%s: subscription to %s refused: %s; continuing without it (until the next "
@@ -320,6 +324,7 @@ class WebSocketAdapter(Adapter):
         while not stop.is_set():
             if self._next_markets is not None:
                 self.by_raw, self._next_markets = self._next_markets, None
+                self.markets_changed()
             if not self.by_raw:
                 stop.wait(0.5)  # every market refused: wait for the next symbol set
                 continue

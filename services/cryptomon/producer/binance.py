@@ -81,6 +81,11 @@ class BinanceAdapter(WebSocketAdapter):
         self._next_id = 1
         self._list_id: int | None = None
         self._marks = self.dedupe.marks  # per-market high-water marks (the hot path reads them directly)
+        self._far = self.dedupe.far      # far ids awaiting confirmation (the hot path only checks emptiness)
+        self.markets_changed()
+
+    def markets_changed(self) -> None:
+        self._symbol_of = {raw: m.symbol for raw, m in self.by_raw.items()}  # the hot path's lookup
 
     def subscribe_messages(self) -> None:
         streams = [f"{raw.lower()}@{self.stream_type}" for raw in self.by_raw]
@@ -110,7 +115,7 @@ class BinanceAdapter(WebSocketAdapter):
         if event == "trade" or event == "aggTrade":
             try:
                 raw = data["s"]
-                symbol = self.by_raw.get(raw)
+                symbol = self._symbol_of.get(raw)
                 if symbol is None:
                     return self._bad("unknown", "trade for unsubscribed symbol", frame)
                 tid = data["t"] if event == "trade" else data["a"]
@@ -122,16 +127,17 @@ class BinanceAdapter(WebSocketAdapter):
                     or not price.strip("0.") or not qty.strip("0.")):
                 return self._bad("malformed", f"{event} with an invalid field", frame)
             self.last_activity = monotonic()
-            # The common case of Deduper.is_new, inlined: this is the per-trade hot path.
-            high = self._marks.get(raw)
-            if high is None or not (0 < tid - high <= self.dedupe.max_jump) or self.dedupe.far:
-                if not self.dedupe.is_new(raw, tid):
-                    self.stats.duplicates += 1
-                    return ()
-            else:
-                self._marks[raw] = tid
+            # The common case of Deduper.is_new inlined (the next id, nothing far pending):
+            # this is the per-trade hot path.
+            marks = self._marks
+            high = marks.get(raw, -1)
+            if high < tid <= high + 1000 and not self._far:
+                marks[raw] = tid
+            elif not self.dedupe.is_new(raw, tid):
+                self.stats.duplicates += 1
+                return ()
             self.stats.trades += 1
-            return (Trade("binance", symbol.symbol, raw, str(tid), price, qty,
+            return (Trade("binance", symbol, raw, str(tid), price, qty,
                           "sell" if maker else "buy", ts, received_ms),)
         if event == "serverShutdown":
             self.log.warning("serverShutdown notice received: reconnecting now")
