@@ -23,10 +23,12 @@ from cryptomon.producer import symbols
 from cryptomon.producer.binance import BinanceAdapter
 from cryptomon.producer.config import ProducerConfig
 from cryptomon.producer.feed import Feed
+from cryptomon.producer.kraken import KrakenAdapter
 from cryptomon.producer.registry import adapter_class, exchange_names, replay_class
 from cryptomon.producer.schema import Trade
 from cryptomon.replay import listing
 from cryptomon.replay.binance import BinanceReplay
+from cryptomon.replay.kraken import KrakenReplay
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +129,23 @@ def test_an_exchange_dropping_streams_above_its_limit_is_resharded(caplog):
     assert srv.streams_dropped >= 100
     assert "binance kept 100 of 150 streams on this connection" in caplog.text
     assert caplog.text.count("lowering streams per connection to 100") == 1
+
+
+def test_a_venue_silently_ignoring_subscriptions_above_a_limit_is_resharded(caplog):
+    """Kraken-style per-symbol acks: 20 of 30 answered, the rest never. One error line, smaller
+    shards, every market served."""
+    symbols = [f"{a}/USD" for a in listing.ASSETS[:30]]
+    with KrakenReplay(symbols, max_symbols=20) as srv:
+        config = ProducerConfig.from_env("kraken", {"KRAKEN_SYMBOLS": ",".join(symbols), "KRAKEN_STREAM_URL": srv.url + "/v2",
+                                                    "PRODUCER_STREAMS_PER_CONNECTION": "30", **FAST,
+                                                    "PRODUCER_ACK_TIMEOUT_S": "1"})
+        feed = Feed(config, KrakenAdapter)
+        with feeding(feed) as out:
+            wait_for(lambda: feed.per_connection == 20 and feed.connections() == 2, what="resharded onto 2")
+            srv.publish(1)
+            wait_for(lambda: len({t.symbol for t in out}) == 30, what="every market")
+    assert "acknowledged only 20 of 30 subscriptions on this connection" in caplog.text
+    assert caplog.text.count("lowering streams per connection to 20") == 1
 
 
 def test_reconnect_storm_never_exceeds_the_connection_attempt_limit(caplog):

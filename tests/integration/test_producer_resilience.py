@@ -198,3 +198,23 @@ def test_coinbase_error_reply_and_subscribe_deadline():
             wait_for(lambda: len(out) > 5, what="trades after the error")
     # The error reply, then the server's own "no subscribe in time" error before it closes.
     assert a.stats.errors >= 1 and srv.stats.connections == 3
+
+
+def test_a_server_that_never_answers_the_handshake_is_retried_not_fatal(caplog):
+    """Accepts TCP and says nothing (or answers HTTP 429, as on a connection-rate limit)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/stream"
+        a = BinanceAdapter(ProducerConfig.from_env("binance", {"BINANCE_STREAM_URL": url, **FAST}))
+        a.connect_timeout_s = 0.3
+        with running(a):
+            wait_for(lambda: a.backoff.attempt >= 3, what="retries")
+    assert "handshake with" in caplog.text and "timed out" in caplog.text
+    with BinanceReplay(max_connects=(1, 60.0)) as srv:
+        first = websocket.create_connection(srv.url + "/stream", timeout=5)  # uses the only attempt
+        a = binance(srv)
+        with running(a):
+            wait_for(lambda: srv.stats.connect_rejects >= 2, what="refused handshakes")
+        first.close()
+    assert "429" in caplog.text and a.stats.connects == 0

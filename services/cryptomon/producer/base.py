@@ -198,6 +198,10 @@ class WebSocketAdapter(Adapter):
     ping_interval_s: ClassVar[float | None] = None
     pong_timeout_s: ClassVar[float] = 10.0
     recv_timeout: ClassVar[float] = 0.25
+    # Markets each acknowledged key stands for (None: acks do not count markets), so an exchange
+    # that answers only part of a connection's subscriptions reveals how many it keeps.
+    markets_per_ack: ClassVar[int | None] = None
+    connect_timeout_s: ClassVar[float] = 10.0  # TCP connect, TLS and the WebSocket handshake
 
     # --- protocol hooks ---------------------------------------------------------------------
     @staticmethod
@@ -276,6 +280,7 @@ class WebSocketAdapter(Adapter):
         self._outbox: deque[str] = deque()
         self._last_send = 0.0
         self._pong_deadline: float | None = None
+        self._acks_asked = 0
 
     def market_list(self) -> list[Market]:
         return list(self.by_raw.values())
@@ -295,6 +300,7 @@ class WebSocketAdapter(Adapter):
         """Send `text` when the pacing allows; each ack key must be answered in time."""
         position = len(self._outbox)
         self._outbox.append(text)
+        self._acks_asked += len(ack_keys)
         deadline = (time.monotonic() + self.config.ack_timeout_s
                     + position * self.limits_in_use.send_interval_s)
         for key in ack_keys:
@@ -315,6 +321,7 @@ class WebSocketAdapter(Adapter):
         self.pending_acks.clear()
         self.reconnect_request = None
         self._outbox.clear()
+        self._acks_asked = 0
         self._pong_deadline = None
         self.last_activity = time.monotonic()
 
@@ -349,7 +356,7 @@ class WebSocketAdapter(Adapter):
     def _connect(self) -> WSConnection:
         url = self.url()
         try:
-            ws = WSConnection(url, timeout=10.0, max_size=self.limits_in_use.max_message_bytes)
+            ws = WSConnection(url, timeout=self.connect_timeout_s, max_size=self.limits_in_use.max_message_bytes)
         except TransportError as exc:
             raise Reconnect(exc.reason) from None
         ws.settimeout(self.recv_timeout)
@@ -412,6 +419,7 @@ class WebSocketAdapter(Adapter):
                     raise Reconnect(f"connection age reached {max_age:.0f}s", immediate=True)
                 for key, deadline in self.pending_acks.items():
                     if now > deadline:
+                        self._partial_acks()
                         raise Reconnect(f"subscription {key} not acknowledged in time")
                 if now >= next_ping:
                     message = self.keepalive_message()
@@ -431,6 +439,18 @@ class WebSocketAdapter(Adapter):
         finally:
             self.connected.clear()
             ws.close()
+
+    def _partial_acks(self) -> None:
+        """Some subscriptions answered, the rest never: the exchange keeps only that many per
+        connection. Say so once and ask the Feed for smaller shards."""
+        if self.markets_per_ack is None:
+            return
+        kept = (self._acks_asked - len(self.pending_acks)) * self.markets_per_ack
+        if 0 < kept < len(self.by_raw):
+            self.stats.errors += 1
+            self.log.error("%s acknowledged only %d of %d subscriptions on this connection: it drops "
+                           "subscriptions above its limit", self.exchange, kept, len(self.by_raw))
+            self.capacity_hint = kept
 
     def pong(self) -> None:
         """The exchange answered our keepalive."""

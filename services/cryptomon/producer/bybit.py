@@ -52,6 +52,7 @@ class BybitAdapter(WebSocketAdapter):
     replay_server = "cryptomon.replay.bybit:BybitReplay"
     replay_port = 9447
     replay_path = "/v5/public/spot"
+    markets_per_ack = 10  # one ack per request of 10 symbols
     default_stale_after_s = 45.0
     ping_interval_s = 20.0
     pong_timeout_s = 10.0

@@ -58,6 +58,7 @@ class KrakenAdapter(WebSocketAdapter):
     replay_server = "cryptomon.replay.kraken:KrakenReplay"
     replay_port = 9445
     replay_path = "/v2"
+    markets_per_ack = 1  # one ack per symbol
     default_stale_after_s = 10.0
     limits = Limits(streams_per_connection=500, default_streams_per_connection=100, subscribe_batch=100,
                     send_interval_s=0.2, connect_attempts=10, connect_window_s=10.0,

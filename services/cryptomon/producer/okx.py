@@ -50,6 +50,7 @@ class OkxAdapter(WebSocketAdapter):
     replay_server = "cryptomon.replay.okx:OkxReplay"
     replay_port = 9446
     replay_path = "/ws/v5/public"
+    markets_per_ack = 1  # one ack per symbol
     default_stale_after_s = 30.0
     ping_interval_s = 15.0
     pong_timeout_s = 10.0

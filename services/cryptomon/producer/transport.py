@@ -82,7 +82,10 @@ class WSConnection:
         self._flush()
         self.sock.settimeout(timeout)
         while True:
-            data = self._recv()
+            try:
+                data = self._recv()
+            except TimeoutError:
+                raise TransportError(f"handshake with {self.url} timed out after {timeout:.0f}s") from None
             if not data:
                 raise TransportError(f"handshake with {self.url} failed: connection closed")
             p.receive_data(data)

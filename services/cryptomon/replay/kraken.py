@@ -41,8 +41,12 @@ class KrakenReplay(PubSubReplay):
     rest_paths = {"/0/public/AssetPairs": "kraken"}
     heartbeat_interval = 1.0
 
-    def __init__(self, symbols: list[str] | None = None, **kw: Any) -> None:
+    def __init__(self, symbols: list[str] | None = None, *, max_symbols: int | None = None, **kw: Any) -> None:
         super().__init__(symbols, **kw)
+        # Kraken documents no per-connection cap; for tests of a venue that silently ignores
+        # subscriptions above one, set max_symbols.
+        self.max_symbols = max_symbols
+        self.ignored = 0
         self.subscribed_before: dict[str, int] = {}  # market -> last trade id at its first subscribe
 
     def listed_symbols(self) -> set[str]:
@@ -110,6 +114,9 @@ class KrakenReplay(PubSubReplay):
             self.error_next_subscribes -= 1
             self.error(conn, {"error": "Subscription failed: injected failure", "method": method,
                               "success": False, "symbol": symbol, **extra, **_times()})
+            return
+        if self.max_symbols is not None and symbol not in conn.subs and len(conn.subs) >= self.max_symbols:
+            self.ignored += 1  # silently: no ack, no error
             return
         self.stats.subscribes += 1
         past = self.subscribe(conn, symbol, SNAPSHOT if snapshot else 0)
