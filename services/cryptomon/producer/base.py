@@ -384,10 +384,10 @@ class WebSocketAdapter(Adapter):
             outbox = self._outbox
             while not stop.is_set():
                 now = time.monotonic()
-                if outbox and now - self._last_send >= interval:
-                    ws.send_text(outbox.popleft())
-                    self._last_send = now
                 try:
+                    if outbox and now - self._last_send >= interval:
+                        ws.send_text(outbox.popleft())
+                        self._last_send = now
                     messages = ws.receive()
                 except FrameTooLarge as exc:
                     self.stats.oversized += 1
