@@ -6,8 +6,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 net=cryptomon-sandbox
-# name:published ports (127.0.0.1 only: the sandbox has no authentication)
-hosts=("cm-kafka:" "cm-flink:8081" "cm-services:8501,8090")
+# name:published ports (host port=container port, on 127.0.0.1 only): people come in through
+# the front door on cm-services (HTTPS with a login); nothing else is published.
+hosts=("cm-kafka:" "cm-flink:" "cm-services:8443=443")
 
 up() {
   local image
@@ -20,7 +21,7 @@ up() {
       continue
     fi
     IFS=, read -ra plist <<< "$ports"
-    for p in "${plist[@]}"; do [[ -n $p ]] && publish+=(-p "127.0.0.1:$p:$p"); done
+    for p in "${plist[@]}"; do [[ -n $p ]] && publish+=(-p "127.0.0.1:${p%%=*}:${p#*=}"); done
     # What systemd as PID 1 needs in a container here (no --privileged on these machines).
     docker run -d --name "$name" --hostname "$name" --network "$net" "${publish[@]}" \
       --cap-add SYS_ADMIN --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
@@ -46,19 +47,25 @@ down() {
 }
 
 info() {
-  cat <<'TXT'
+  local secrets=${HOME}/.local/share/cryptomon/sandbox/secrets password
+  password=$(cat "$secrets/frontdoor-admin.password" 2>/dev/null || echo "(not generated yet: run make up)")
+  cat <<TXT
 
-cryptomon sandbox is up. Where to look:
-  Flink web UI          http://127.0.0.1:8081            (both jobs listed as <name>@<version>)
-  Dashboard             http://127.0.0.1:8501            (prices, spread chart, alert history)
-  Discord stand-in      http://127.0.0.1:8090/messages   (alerts the alerter delivered, JSON)
+cryptomon sandbox is up, secure like production (TLS, a login, SCRAM users, ACLs). Where to look:
+  Front door            https://127.0.0.1:8443/          login: admin / ${password}
+    dashboard           https://127.0.0.1:8443/          (prices, spread chart, alert history)
+    Flink web UI        https://127.0.0.1:8443/flink/    (both jobs listed as <name>@<version>)
+    Discord stand-in    https://127.0.0.1:8443/discord/messages   (alerts the alerter delivered, JSON)
+  The certificate is from the sandbox's own CA: ${HOME}/.local/share/cryptomon/sandbox/pki/ca.crt
+    curl --cacert <that file> ... needs the host name cm-services; or accept it in the browser.
   Units                 make status
   Logs                  make logs UNIT=cryptomon-producer@binance   (or cryptomon-alerter, ...)
   Inside a host         docker exec -it cm-services bash
                         systemctl status cryptomon-producer@binance
                         journalctl -u cryptomon-producer@binance -f
   Hosts                 cm-kafka (Kafka KRaft), cm-flink (JobManager + TaskManager),
-                        cm-services (producers, alerter, dashboard, replay servers)
+                        cm-services (producers, alerter, dashboard, front door, replay servers)
+  Secrets (generated)   ${secrets}/
 Demo mode is on: expect anomaly and arbitrage alerts within a few minutes.
 TXT
 }

@@ -122,7 +122,8 @@ PARAMS = {
 
 def test_run_command_fresh():
     assert fj.build_run_command(PARAMS, "job@111111111111") == [
-        "/opt/flink/bin/flink", "run", "-d", "-m", "jm.example:8081", "-Dpipeline.name=job@111111111111",
+        "/opt/flink/bin/flink", "run", "-d", "-Drest.address=jm.example", "-Drest.port=8081",
+        "-Dpipeline.name=job@111111111111",
         "-Da.key=1", "-Db.key=2", "-p", "2",
         "-pyexec", "/opt/flink/venv/bin/python", "-pyclientexec", "/opt/flink/venv/bin/python",
         "-pyfs", "/opt/jobs/a.py,/opt/jobs/b.zip", "-py", "/opt/jobs/job.py", "--x", "1",
@@ -140,7 +141,7 @@ def test_run_command_from_savepoint():
 def test_minimal_run_command():
     params = {"flink_bin": "flink", "rest_url": "http://127.0.0.1:8081", "py_file": "/j.py"}
     assert fj.build_run_command(params, "j@1") == [
-        "flink", "run", "-d", "-m", "127.0.0.1:8081", "-Dpipeline.name=j@1", "-py", "/j.py"]
+        "flink", "run", "-d", "-Drest.address=127.0.0.1", "-Drest.port=8081", "-Dpipeline.name=j@1", "-py", "/j.py"]
 
 
 def test_parse_job_id():
@@ -217,3 +218,54 @@ def test_state_file_roundtrip(tmp_path):
     assert fj.read_state(path) == {"pending_savepoint": "file:/sp/1"}
     assert oct(Path(path).stat().st_mode & 0o777) == "0o640"
     assert fj.state_path(None, "counter") is None
+
+
+# --- the standalone keeper refuses parameter files it should not run ----------------------------
+
+def _keeper_run(tmp_path: Path, params: dict, mode: int = 0o644) -> tuple[int, dict, str]:
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+
+    f = tmp_path / "job.keeper.json"
+    f.write_text(_json.dumps(params))
+    f.chmod(mode)
+    module = Path(__file__).resolve().parents[2] / "roles" / "flink_jobs" / "library" / "flink_job.py"
+    # -S: no site-packages, so Ansible cannot be imported and the standalone shim runs (as the timer does).
+    res = _sp.run([_sys.executable, "-S", str(module), str(f)], capture_output=True, text=True, timeout=60, check=False)
+    return res.returncode, _json.loads(res.stdout.strip().splitlines()[-1]), res.stderr
+
+
+def _keeper_params(tmp_path: Path) -> dict:
+    import sys as _sys
+
+    home = tmp_path / "flink-home"
+    (home / "bin").mkdir(parents=True)
+    flink = home / "bin" / "flink"
+    flink.write_text("#!/bin/sh\nexit 1\n")
+    flink.chmod(0o755)
+    return {"name": "job", "state": "running", "version": "a" * 64, "py_file": "/opt/job.py",
+            "rest_url": "http://127.0.0.1:1", "flink_bin": str(flink), "flink_env": {"FLINK_HOME": str(home)},
+            "pyexec": _sys.executable, "resume_only": True, "rest_timeout": 1}
+
+
+@pytest.mark.parametrize(("change", "mode", "reason"), [
+    ({"flink_bin": "/bin/id"}, 0o644, "flink_bin '/bin/id' is not <flink_env.FLINK_HOME>/bin/flink"),
+    ({"resume_only": False}, 0o644, "resume_only must be true"),
+    ({"shell": "rm -rf /"}, 0o644, "unknown parameters ['shell']"),
+    ({"parallelism": "two"}, 0o644, "parallelism must be a int"),
+    ({"state": "exploded"}, 0o644, "state must be one of"),
+    ({}, 0o664, "must be owned by root and writable by root only"),
+])
+def test_standalone_keeper_refuses_and_logs(tmp_path, change, mode, reason):
+    rc, out, err = _keeper_run(tmp_path, {**_keeper_params(tmp_path), **change}, mode)
+    assert rc == 1 and out["failed"]
+    assert reason in out["msg"]
+    assert "flink_job keeper: refusing" in err and reason in err  # stderr: the journal of the timer unit
+
+
+def test_standalone_keeper_accepts_what_the_role_records(tmp_path):
+    # Valid parameters get past validation (the role records templated numbers and booleans as
+    # strings, which AnsibleModule accepts too): the failure is then the unreachable REST API.
+    rc, out, _ = _keeper_run(tmp_path, {**_keeper_params(tmp_path), "parallelism": "1", "restore": "True"})
+    assert rc == 1 and "unreachable" in out["msg"] and not out["msg"].startswith("refused")

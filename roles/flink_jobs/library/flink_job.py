@@ -80,6 +80,29 @@ options:
     description: Base URL of the JobManager's REST API; also used as the C(-m) target of C(flink run).
     type: str
     default: http://127.0.0.1:8081
+  client_cert:
+    description:
+      - PEM certificate presented to an C(https) REST API that asks for one (Flink's
+        C(security.ssl.rest.authentication-enabled)). C(flink run) itself takes its TLS settings
+        from the cluster's config.yaml.
+    type: path
+  client_key:
+    description: PEM private key of I(client_cert).
+    type: path
+  ca_cert:
+    description: CA bundle (PEM) that verifies the REST API's certificate.
+    type: path
+  resume_only:
+    description:
+      - Only bring back a job that is gone (no running job of this name at any version), from
+        its pending savepoint or newest retained checkpoint; never stop, cancel or upgrade a
+        running job. This is how the keeper timer runs the module between converges.
+      - When the file runs standalone (the keeper), it refuses any parameter file that is not
+        owned by root, names parameters outside this spec or of the wrong type, sets
+        I(resume_only) to anything but true, or whose I(flink_bin) is not
+        C(<flink_env.FLINK_HOME>/bin/flink) (root-owned, like I(pyexec)).
+    type: bool
+    default: false
   flink_bin:
     description: The C(flink) command line client.
     type: path
@@ -227,25 +250,91 @@ try:
     from ansible.module_utils.urls import open_url
 except ImportError:
     # Standalone on a host without Ansible: cryptomon-flink-jobs.timer runs this same file
-    # with the parameters the role recorded, so a job that died (JobManager restart, reboot)
-    # is resumed from its last checkpoint without waiting for the next converge.
+    # (as the flink user) with the parameters the role recorded, so a job that died (JobManager
+    # restart, reboot) is resumed from its last checkpoint without waiting for the next converge.
+    import ssl
+    import stat
     import sys
     import urllib.request
 
     def to_native(value):
         return str(value)
 
-    def open_url(url, data=None, method=None, timeout=10, headers=None, **_):
+    def open_url(url, data=None, method=None, timeout=10, headers=None, client_cert=None, client_key=None,
+                 ca_path=None, **_):
+        context = None
+        if url.startswith("https://"):
+            context = ssl.create_default_context(cafile=ca_path)
+            if client_cert:
+                context.load_cert_chain(client_cert, client_key)
         req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-        return urllib.request.urlopen(req, timeout=timeout)
+        return urllib.request.urlopen(req, timeout=timeout, context=context)
+
+    class KeeperRefused(Exception):
+        """A parameter file the standalone keeper will not run."""
+
+    _TYPES = {"str": str, "path": str, "bool": bool, "int": int, "list": list, "dict": dict}
+    _BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+    def _coerce(value, kind):
+        """What AnsibleModule accepts for a type (the role records templated values as strings)."""
+        if kind == "int" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if kind == "bool" and isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        return value
+
+    def _owned_by_root_and_not_writable(path):
+        st = os.stat(path)
+        return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+    def validate_standalone(given, argument_spec, params_path):
+        """The keeper's parameters against the module's argument spec, and then some: the keeper
+        only resumes jobs, and only runs Flink's own client from the recorded FLINK_HOME, both
+        root-owned. Anything else is refused (the file is written by the role, root-owned)."""
+        problems = []
+        if not _owned_by_root_and_not_writable(params_path):
+            problems.append(f"{params_path} must be owned by root and writable by root only")
+        unknown = sorted(set(given) - set(argument_spec))
+        if unknown:
+            problems.append(f"unknown parameters {unknown}")
+        for key, spec in argument_spec.items():
+            if key not in given or given[key] is None:
+                if spec.get("required"):
+                    problems.append(f"{key} is required")
+                continue
+            given[key] = _coerce(given[key], spec.get("type", "str"))
+            want = _TYPES.get(spec.get("type", "str"), str)
+            if not isinstance(given[key], want) or (want is int and isinstance(given[key], bool)):
+                problems.append(f"{key} must be a {spec.get('type', 'str')}")
+            elif "choices" in spec and given[key] not in spec["choices"]:
+                problems.append(f"{key} must be one of {spec['choices']}")
+        if given.get("resume_only") is not True:
+            problems.append("resume_only must be true (the keeper never upgrades or stops jobs)")
+        flink_home = (given.get("flink_env") or {}).get("FLINK_HOME")
+        flink_bin = given.get("flink_bin")
+        if not flink_home or flink_bin != os.path.join(flink_home, "bin", "flink"):
+            problems.append(f"flink_bin {flink_bin!r} is not <flink_env.FLINK_HOME>/bin/flink")
+        for key in ("flink_bin", "pyexec"):
+            path = given.get(key)
+            if path and not (os.path.isabs(path) and os.path.exists(path) and _owned_by_root_and_not_writable(path)):
+                problems.append(f"{key} {path!r} must be an absolute path owned by root and not writable by others")
+        if problems:
+            raise KeeperRefused("; ".join(problems))
 
     class AnsibleModule:
         """The part of AnsibleModule this module uses, fed from a JSON parameter file."""
 
         def __init__(self, argument_spec, supports_check_mode=False, **_):
-            with open(sys.argv[1]) as handle:
+            path = sys.argv[1]
+            with open(path) as handle:
                 given = json.load(handle)
             given = given.get("ANSIBLE_MODULE_ARGS", given)
+            try:
+                validate_standalone(given, argument_spec, path)
+            except KeeperRefused as exc:
+                print(f"flink_job keeper: refusing {path}: {exc}", file=sys.stderr)
+                self.fail_json(msg=f"refused {path}: {exc}")
             self.params = {k: given.get(k, spec.get("default")) for k, spec in argument_spec.items()}
             self.check_mode = False
             self._diff = False
@@ -373,7 +462,13 @@ def rest_target(rest_url):
 
 
 def build_run_command(params, flink_name, savepoint=None):
-    cmd = [params["flink_bin"], "run", "-d", "-m", rest_target(params["rest_url"]),
+    # rest.address/rest.port rather than -m: with -m the client drops the cluster's REST TLS
+    # settings (security.ssl.rest.*) and speaks plain HTTP to an HTTPS endpoint.
+    from urllib.parse import urlsplit
+
+    url = urlsplit(params["rest_url"])
+    host, port = url.hostname, url.port or 8081
+    cmd = [params["flink_bin"], "run", "-d", f"-Drest.address={host}", f"-Drest.port={port}",
            f"-Dpipeline.name={flink_name}"]
     for key in sorted(params.get("flink_options") or {}):
         cmd.append(f"-D{key}={params['flink_options'][key]}")
@@ -460,15 +555,18 @@ def describe(job, version=None):
 # --- cluster access ---------------------------------------------------------------------------
 
 class Flink:
-    def __init__(self, rest_url, timeout=10):
+    def __init__(self, rest_url, timeout=10, client_cert=None, client_key=None, ca_cert=None):
         self.base = rest_url.rstrip("/")
         self.timeout = timeout
+        # The REST API asks for a client certificate from the cluster CA (mutual TLS).
+        self.tls = {"client_cert": client_cert, "client_key": client_key, "ca_path": ca_cert}
 
     def call(self, path, method="GET", body=None):
         data = json.dumps(body).encode("utf-8") if body is not None else None
         try:
             resp = open_url(self.base + path, data=data, method=method, timeout=self.timeout,
-                            headers={"Content-Type": "application/json", "Accept": "application/json"})
+                            headers={"Content-Type": "application/json", "Accept": "application/json"},
+                            **{k: v for k, v in self.tls.items() if v})
             raw = resp.read()
         except HTTPError as exc:
             detail = ""
@@ -596,7 +694,16 @@ def write_state(path, data):
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.chmod(tmp, 0o640)
+    _give_to_dir_owner(tmp)
     os.replace(tmp, path)
+
+
+def _give_to_dir_owner(path):
+    """Files the converge (root) writes in the job dir stay usable by the keeper, which runs as
+    the dir's owner (the flink user)."""
+    if os.geteuid() == 0:
+        st = os.stat(os.path.dirname(os.path.abspath(path)))
+        os.chown(path, st.st_uid, st.st_gid)
 
 
 # --- module -----------------------------------------------------------------------------------
@@ -666,6 +773,9 @@ def run_module():
             "parallelism": {"type": "int"},
             "flink_options": {"type": "dict", "default": {}},
             "rest_url": {"type": "str", "default": "http://127.0.0.1:8081"},
+            "client_cert": {"type": "path"},
+            "client_key": {"type": "path", "no_log": False},
+            "ca_cert": {"type": "path"},
             "flink_bin": {"type": "path", "default": "flink"},
             "flink_env": {"type": "dict", "default": {}},
             "pyexec": {"type": "path"},
@@ -693,7 +803,7 @@ def run_module():
         module.fail_json(msg=f"name must be non-empty and must not contain '@': {name!r}")
     if p["state"] == "running" and not short_version(p["version"]).strip():
         module.fail_json(msg="version must not be empty")
-    flink = Flink(p["rest_url"])
+    flink = Flink(p["rest_url"], client_cert=p["client_cert"], client_key=p["client_key"], ca_cert=p["ca_cert"])
     path = state_path(p["state_dir"], name)
     # One writer per job at a time: the converge and the keeper timer may run together.
     lock = None
@@ -701,6 +811,7 @@ def run_module():
         import fcntl
 
         lock = open(path + ".lock", "a")  # noqa: SIM115 - held until the process exits
+        _give_to_dir_owner(path + ".lock")
         fcntl.flock(lock, fcntl.LOCK_EX)
     saved = read_state(path)
     flink_name = job_name(name, p["version"]) if p["state"] == "running" else None
