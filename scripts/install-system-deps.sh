@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests need on the controller: Java 17 (Kafka/Flink harness), Maven
-# (artifact cache), Docker engine + debootstrap (molecule), Chromium (dashboard test).
+# (artifact cache), Docker engine + debootstrap (molecule), Chromium (dashboard test), nftables
+# (nft -c checks the firewall role's rules).
 # Idempotent: installs only what is missing.
 set -euo pipefail
-pkgs=(openjdk-17-jre-headless maven docker.io debootstrap chromium chromium-driver)
+pkgs=(openjdk-17-jre-headless maven docker.io debootstrap chromium chromium-driver nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
