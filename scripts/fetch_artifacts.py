@@ -131,8 +131,9 @@ def deterministic_tgz(src_dir: Path, top: str, dest: Path) -> None:
         gz.write(buf.getvalue())
 
 
-def build_kafka_from_maven(defaults: dict, dest: Path) -> None:
-    lock = REPO / "artifacts" / f"kafka-{defaults['kafka_version']}-libs.lock"
+def build_kafka_from_maven(defaults: dict, version: str, dest: Path) -> None:
+    release = defaults["kafka_releases"][version]
+    lock = REPO / "artifacts" / f"kafka-{version}-libs.lock"
     jars = read_jar_lock(lock)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -148,7 +149,7 @@ def build_kafka_from_maven(defaults: dict, dest: Path) -> None:
             f"<packaging>pom</packaging><dependencies>{deps}</dependencies></project>"
         )
         libs = tmp / "dist" / "libs"
-        log(f"resolving {len(jars)} Kafka jars from Maven Central")
+        log(f"resolving {len(jars)} Kafka {version} jars from Maven Central")
         mvn("dependency:copy-dependencies", f"-DoutputDirectory={libs}", cwd=tmp)
         for g, a, v, digest in jars:
             jar = libs / f"{a}-{v}.jar"
@@ -159,36 +160,50 @@ def build_kafka_from_maven(defaults: dict, dest: Path) -> None:
         if extra:
             raise ArtifactError(f"unexpected jars resolved: {extra}")
         (tmp / "dist" / "MAVEN-BUILD.txt").write_text(
-            f"Apache Kafka {defaults['kafka_version']} (Scala {defaults['kafka_scala_version']}) libs/ "
+            f"Apache Kafka {version} (Scala {defaults['kafka_scala_version']}) libs/ "
             "assembled from Maven Central by cryptomon's scripts/fetch_artifacts.py;\n"
             f"jar checksums: artifacts/{lock.name}\n"
         )
         part = dest.with_suffix(".part")
-        deterministic_tgz(tmp / "dist", f"kafka_{defaults['kafka_scala_version']}-{defaults['kafka_version']}", part)
-        verify(part, defaults["kafka_maven_dist_sha256"])
+        deterministic_tgz(tmp / "dist", f"kafka_{defaults['kafka_scala_version']}-{version}", part)
+        verify(part, release["maven_dist_sha256"])
         part.rename(dest)
 
 
+def _official_matches(path: Path, checksum: str) -> bool:
+    algo, _, want = checksum.partition(":")
+    h = hashlib.new(algo)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == want.lower()
+
+
 def fetch_kafka(cache: Path, source: str) -> None:
+    """Every release with pinned checksums (kafka_releases): the default one and the ones an
+    upgrade goes to or from."""
     d = role_defaults("kafka")
     out = cache / "kafka"
     out.mkdir(parents=True, exist_ok=True)
-    dest = out / render(d["kafka_archive_name"], d)
-    known = {d["kafka_archive_sha256"], d["kafka_maven_dist_sha256"]}
-    if dest.exists() and sha256_of(dest) in known:
-        log(f"kafka: {dest.name} cached and verified")
-        return
-    if source in ("auto", "archive"):
-        part = dest.with_suffix(".part")
-        if try_download(render(d["kafka_archive_url"], d), part, timeout=15):
-            verify(part, d["kafka_archive_sha256"])
-            part.rename(dest)
-            log(f"kafka: official {dest.name} downloaded and verified")
-            return
-        if source == "archive":
-            raise ArtifactError("Apache archive not reachable and --kafka-source=archive")
-    build_kafka_from_maven(d, dest)
-    log(f"kafka: {dest.name} built from Maven Central jars and verified")
+    for version, release in d["kafka_releases"].items():
+        ctx = {**d, "kafka_version": version}
+        dest = out / render(d["kafka_archive_name"], ctx)
+        if dest.exists() and (sha256_of(dest) == release["maven_dist_sha256"]
+                              or _official_matches(dest, release["archive_checksum"])):
+            log(f"kafka: {dest.name} cached and verified")
+            continue
+        if source in ("auto", "archive"):
+            part = dest.with_suffix(".part")
+            if try_download(render(d["kafka_archive_url"], ctx), part, timeout=15):
+                if not _official_matches(part, release["archive_checksum"]):
+                    raise ArtifactError(f"{part} does not match {release['archive_checksum']}")
+                part.rename(dest)
+                log(f"kafka: official {dest.name} downloaded and verified")
+                continue
+            if source == "archive":
+                raise ArtifactError("Apache archive not reachable and --kafka-source=archive")
+        build_kafka_from_maven(d, version, dest)
+        log(f"kafka: {dest.name} built from Maven Central jars and verified")
 
 
 # --- Flink --------------------------------------------------------------------------------

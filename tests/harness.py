@@ -61,7 +61,9 @@ def java_bin() -> str:
 def kafka_home() -> Path:
     """Unpack the cached Kafka distribution once into the cache's runtime dir."""
     d = _defaults("kafka")
-    name = f"kafka_{d['kafka_scala_version']}-{d['kafka_version']}"
+    # CRYPTOMON_KAFKA_VERSION runs the tests against another release of kafka_releases.
+    version = os.environ.get("CRYPTOMON_KAFKA_VERSION") or d["kafka_version"]
+    name = f"kafka_{d['kafka_scala_version']}-{version}"
     tgz = ARTIFACTS / "kafka" / f"{name}.tgz"
     home = CACHE / "runtime" / name
     if (home / "libs").is_dir():
