@@ -162,8 +162,11 @@ class ReplayServer:
         self.rest_requests += 1
         route = urlsplit(path).path.rstrip("/")
         if route == "/replay/stats":  # not an exchange endpoint: for benchmarks and operators
+            # last_ids: the newest trade id made per market (ids rise by one per trade), so a
+            # checker can tell which trades a producer must have delivered.
+            last_ids = {sym: m.next_id - 1 for sym, m in list(self.markets.items()) if m.made}
             return 200, json.dumps({**asdict(self.stats), "made": self.made(),
-                                    "markets": len(self.markets)}).encode()
+                                    "markets": len(self.markets), "last_ids": last_ids}).encode()
         if route not in self.rest_paths:
             return 404, b'{"error":"not found"}'
         if self.rest_failures > 0:
