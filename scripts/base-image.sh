@@ -26,6 +26,24 @@ for unit in getty@tty1.service console-getty.service systemd-udevd.service syste
             systemd-remount-fs.service sys-kernel-debug.mount sys-kernel-tracing.mount; do
   ln -sf /dev/null "$work/rootfs/etc/systemd/system/$unit"
 done
+# On a VM systemd makes / a shared mount at boot; in a container it leaves Docker's private
+# propagation, and then LoadCredential= (whose ramfs is mounted in a child namespace) hands the
+# service an empty, root-only credentials dir. Do what the VM does, before any service starts.
+cat >"$work/rootfs/etc/systemd/system/cryptomon-shared-mounts.service" <<'UNIT'
+[Unit]
+Description=Make / a shared mount, as systemd does on a VM
+DefaultDependencies=no
+Before=sysinit.target local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/mount --make-rshared /
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+mkdir -p "$work/rootfs/etc/systemd/system/sysinit.target.wants"
+ln -sf ../cryptomon-shared-mounts.service "$work/rootfs/etc/systemd/system/sysinit.target.wants/cryptomon-shared-mounts.service"
 # Ship fresh package lists, like a real VM: roles can apt-get install without a refresh.
 cp /etc/resolv.conf "$work/rootfs/etc/resolv.conf"
 chroot "$work/rootfs" apt-get update -qq >/dev/null
