@@ -30,7 +30,7 @@ def fake():
 
 def line(alert_id: str, **extra: object) -> str:
     return json.dumps({"alert_id": alert_id, "type": "volume_anomaly", "exchange": "binance",
-                       "symbol": "BTC-USDT", **extra})
+                       "symbol": "BTC-USDT", "volume": "30", **extra})
 
 
 def test_stdin_mode_skips_malformed_and_duplicates(fake: FakeDiscord) -> None:

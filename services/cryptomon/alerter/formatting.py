@@ -197,6 +197,51 @@ def _generic_embed(a: dict[str, Any]) -> dict[str, Any]:
             "fields": _fields(pairs) + _extra_fields(a, known | {"reason"})}
 
 
+def _is_number(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        return Decimal(str(value).strip()).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _venue_price(a: dict[str, Any], side: str) -> Any:
+    """The buy/sell price: `buy_price` (both schemas), else `<venue>_price` (older alerts)."""
+    if a.get(f"{side}_price") is not None:
+        return a.get(f"{side}_price")
+    venue = a.get(f"{side}_exchange")
+    return a.get(f"{venue.strip().lower()}_price") if _is_name(venue) else None
+
+
+def missing_fields(alert: dict[str, Any]) -> list[str]:
+    """The fields this alert's type needs (docs/alerts.md) that are absent or unusable.
+
+    An alert missing them cannot say what happened, so it is malformed, not a message with
+    dashes. Types this alerter does not know need nothing (they are shown generically)."""
+    kind = alert_kind(alert)
+    missing: list[str] = []
+    if kind == "volume_anomaly":
+        missing += [k for k in ("exchange", "symbol") if not _is_name(alert.get(k))]
+        missing += [k for k in ("volume",) if not _is_number(alert.get(k))]
+    elif kind == "arbitrage":
+        missing += [k for k in ("asset", "buy_exchange", "sell_exchange") if not _is_name(alert.get(k))]
+        missing += [f"{side}_price" for side in ("buy", "sell") if not _is_number(_venue_price(alert, side))]
+        if _schema(alert) >= 2:
+            # Schema 2 always carries both spreads: without them the net-of-fees line is a guess.
+            missing += [k for k in ("spread_usd", "net_spread_usd") if not _is_number(alert.get(k))]
+    return missing
+
+
+def _schema(alert: dict[str, Any]) -> int:
+    raw = alert.get("schema_version")
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else 1
+
+
 def alert_kind(a: dict[str, Any]) -> Any:
     """The alert's kind: `alert_type` (what the Flink jobs write), else a plain `type`."""
     return a.get("alert_type") or a.get("type")

@@ -3,7 +3,8 @@
 Delivery design:
 - One consumer, one message at a time: order per partition (so per key) is kept, and the offset
   of a message is committed synchronously only after Discord accepted it (or after it was
-  deliberately skipped: malformed JSON, a payload Discord rejects, a duplicate).
+  deliberately skipped: malformed JSON, an alert lacking the fields its type needs, a payload
+  Discord rejects, a duplicate).
 - Duplicates by `alert_id` are dropped through `SentIds`: recent ids in memory (covers Kafka
   redeliveries after a rebalance or a failed commit, and producers that emit twice) and, with a
   state file, across restarts (covers a crash between Discord's answer and the commit).
@@ -61,6 +62,12 @@ class AlertProcessor:
             return Outcome.MALFORMED
         if not isinstance(alert, dict):
             log.error("skipping malformed alert at %s: expected a JSON object, got %s", origin, type(alert).__name__)
+            return Outcome.MALFORMED
+        missing = formatting.missing_fields(alert)
+        if missing:
+            # Counted with the other malformed messages; its offset is committed like theirs.
+            log.error("skipping malformed alert at %s: a %s alert needs %s (id %s)", origin,
+                      formatting.alert_kind(alert), ", ".join(missing), str(alert.get("alert_id"))[:120])
             return Outcome.MALFORMED
         alert_id = _alert_id(alert, origin)
         if alert_id in self.sent:
