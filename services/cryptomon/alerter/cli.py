@@ -90,7 +90,8 @@ def cmd_run(config: AlerterConfig, use_stdin: bool) -> int:
     if config.webhook is None:
         log.warning("no DISCORD_WEBHOOK_URL/DISCORD_WEBHOOK_FILE set: log-only mode, alerts are only logged")
     client = DiscordWebhookClient(config.webhook, stop, max_backoff=config.max_backoff) if config.webhook else None
-    processor = AlertProcessor(client, SentIds(config.dedupe_size, config.state_file), config.username)
+    processor = AlertProcessor(client, SentIds(config.dedupe_size, config.state_file), config.username,
+                               max_age_s=config.max_alert_age_s)
     try:
         if use_stdin:
             run_stdin(processor, sys.stdin, stop)

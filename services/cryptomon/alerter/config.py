@@ -73,6 +73,9 @@ class AlerterConfig:
     dedupe_size: int = 10000
     max_backoff: float = 60.0
     log_level: str = "INFO"
+    # Alerts whose window ended longer ago are skipped (a new group starts at `earliest`, so
+    # expired offsets would otherwise re-post days of history); 0 = no limit.
+    max_alert_age_s: float = 600.0
 
     @property
     def topics(self) -> list[str]:
@@ -109,13 +112,15 @@ class AlerterConfig:
             dedupe_size=_positive_int(env, "ALERTER_DEDUPE_SIZE", cls.dedupe_size),
             max_backoff=float(_positive_int(env, "ALERTER_MAX_BACKOFF_S", int(cls.max_backoff))),
             log_level=level,
+            max_alert_age_s=float(_non_negative_int(env, "ALERTER_MAX_ALERT_AGE_S", int(cls.max_alert_age_s))),
         )
 
     def describe(self) -> str:
         """One start-up line, secrets redacted."""
         hook = self.webhook.redacted() if self.webhook else "none (log-only mode)"
         return (f"webhook={hook} kafka[{self.kafka.redacted()}] topics={','.join(self.topics)} "
-                f"group={self.group_id} state_file={self.state_file or 'none'}")
+                f"group={self.group_id} state_file={self.state_file or 'none'} "
+                f"max_alert_age={f'{self.max_alert_age_s:g}s' if self.max_alert_age_s else 'off'}")
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -124,6 +129,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not raw.isdigit() or int(raw) <= 0:
         raise ConfigError(f"{name}: {raw!r} is not a positive integer")
+    return int(raw)
+
+
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name}: {raw!r} is not a whole number of seconds (0 or more)")
     return int(raw)
 
 
