@@ -107,3 +107,12 @@ def test_stale_alerts_are_skipped_by_default_and_counted() -> None:
     assert "stale=1" in res.stderr and "logged=1" in res.stderr
     res = run_cli(["--stdin"], {"ALERTER_MAX_ALERT_AGE_S": "0"}, old + "\n")
     assert "stale=0" in res.stderr and "logged=1" in res.stderr
+
+
+def test_webhook_with_invalid_port_fails_at_start() -> None:
+    """Issue 15, defect 3: it used to pass validation and fail on the first post."""
+    res = run_cli(["--stdin"], {"DISCORD_WEBHOOK_URL": "https://discord.com:99999/api/webhooks/1/sEcReT"},
+                  line("p1") + "\n")
+    assert res.returncode == 2
+    [err] = res.stderr.strip().splitlines()
+    assert "DISCORD_WEBHOOK_URL" in err and "sEcReT" not in err and "Traceback" not in res.stderr

@@ -52,10 +52,16 @@ class Webhook:
     @classmethod
     def parse(cls, url: str, source: str) -> Webhook:
         url = url.strip()
-        parts = urlsplit(url)
         # Never echo the value: it is the secret itself.
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises ValueError for a port that is not 0-65535 or not a number
+        except ValueError:
+            raise ConfigError(f"{source}: not a valid URL (bad host or port)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{source}: not an http(s) URL")
+        if port == 0:
+            raise ConfigError(f"{source}: not a valid URL (port 0)")
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) < 2:
             raise ConfigError(f"{source}: expected .../webhooks/<id>/<token>")

@@ -35,9 +35,18 @@ def ws_url(name: str, value: str) -> str:
         raise ConfigError(f"{name}: {value!r} is not a ws:// or wss:// URL")
     try:
         check_url(value)
+        _check_port(value)
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid URL ({exc})") from None
     return value
+
+
+def _check_port(url: str) -> None:
+    """urlsplit rejects ports above 65535; port 0 would silently become the scheme's default."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).port == 0:
+        raise ValueError("port 0")
 
 
 def http_url(name: str, value: str) -> str:
@@ -45,7 +54,7 @@ def http_url(name: str, value: str) -> str:
 
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        _check_port(value)  # also raises ValueError on a port that is not 1-65535
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
