@@ -27,6 +27,7 @@ from cryptomon.alerter.discord import (
 )
 from cryptomon.alerter.formatting import send_test_payload
 from cryptomon.alerter.service import AlertProcessor, run_kafka, run_stdin
+from cryptomon.logging_setup import setup_logging
 
 log = logging.getLogger("cryptomon.alerter")
 
@@ -54,13 +55,8 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, webhook: Webhook | None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(webhook.secrets if webhook else ()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def setup_alerter_logging(level: str, webhook: Webhook | None) -> None:
+    setup_logging(level, filters=[RedactingFilter(webhook.secrets if webhook else ())])
     # urllib3 logs request lines (the webhook path, token included) at DEBUG.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
@@ -157,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AlerterConfig.from_env()
     except ConfigError as exc:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging("INFO")
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
-    setup_logging(args.log_level.upper() if args.log_level else config.log_level, config.webhook)
+    setup_alerter_logging(args.log_level.upper() if args.log_level else config.log_level, config.webhook)
     if args.command == "send-test":
         return cmd_send_test(config, args.timeout)
     return cmd_run(config, bool(args.stdin or getattr(args, "stdin_run", False)))

@@ -24,6 +24,7 @@ import streamlit as st
 from cryptomon.dashboard.feed import KafkaFeed
 from cryptomon.dashboard.state import MarketState, Snapshot
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
+from cryptomon.logging_setup import setup_logging
 
 SPREAD_WINDOW = pd.Timedelta(minutes=15)
 
@@ -128,6 +129,9 @@ def render(feed: KafkaFeed) -> None:
 
 
 def main() -> None:
+    # The feed thread's lines (cryptomon.*) in the services' format; Streamlit's loggers do not
+    # propagate to the root logger, they get the same format through --logger.messageFormat.
+    setup_logging(os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO")
     st.set_page_config(page_title="cryptomon", page_icon="📈", layout="wide")
     st.title("cryptomon · live market monitor")
     try:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
+from cryptomon.logging_setup import log_format
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -29,6 +30,8 @@ def build_command(port: int, address: str, extra: list[str]) -> list[str]:
         "--browser.gatherUsageStats", "false",  # no telemetry calls from a closed network
         "--client.toolbarMode", "viewer",
         "--global.developmentMode", "false",
+        # Streamlit's own lines in the services' format (a timestamp only outside journald).
+        "--logger.messageFormat", log_format(),
         *extra,
     ]
 

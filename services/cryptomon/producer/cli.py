@@ -14,6 +14,7 @@ import sys
 import threading
 
 from cryptomon.kafka_settings import ConfigError
+from cryptomon.logging_setup import setup_logging
 
 from .base import Adapter, WebSocketAdapter
 from .config import ProducerConfig, load_env
@@ -40,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stdout", action="store_true",
                         help="print normalized trades as JSON lines instead of producing to Kafka")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(levelname)s %(name)s: %(message)s",  # journald adds the time
-    )
+    setup_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     try:
         config = ProducerConfig.from_env(args.exchange, load_env())
     except ConfigError as exc:

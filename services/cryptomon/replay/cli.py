@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import threading
 
+from cryptomon.logging_setup import setup_logging
 from cryptomon.producer.registry import adapter_class, exchange_names, replay_class
 
 from . import ReplayServer
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", help="JSON list of timed faults, e.g. "
                         '[{"at":30,"do":"drop"},{"every":300,"do":"shutdown"},{"every":120,"do":"gap","n":3}]')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     port = adapter_class(args.exchange).replay_port if args.port is None else args.port  # type: ignore[attr-defined]
     options = {k: v for k, v in (("ping_interval", args.ping_interval), ("max_age", args.max_age)) if v is not None}

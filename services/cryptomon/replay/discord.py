@@ -426,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per", type=float, default=2.0, help="rate-limit window in seconds")
     ap.add_argument("--token", default=None, help="only accept this webhook token (else any)")
     args = ap.parse_args(argv)
+    from cryptomon.logging_setup import setup_logging
+
+    setup_logging("INFO")
     fake = FakeDiscord(args.host, args.port, args.rate_limit, args.per, args.token)
     print(f"fake Discord listening on {fake.base_url}; webhook path /api/webhooks/<id>/<token>", flush=True)
     try:
