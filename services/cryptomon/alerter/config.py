@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptomon.cli_args import check_file_location, log_level
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 
 __all__ = ["AlerterConfig", "ConfigError", "Webhook"]
@@ -100,14 +101,15 @@ class AlerterConfig:
         offset_reset = (get("ALERTER_OFFSET_RESET") or cls.offset_reset).lower()
         if offset_reset not in _OFFSET_RESETS:
             raise ConfigError(f"ALERTER_OFFSET_RESET: {offset_reset!r} is not one of {', '.join(_OFFSET_RESETS)}")
-        state = get("ALERTER_STATE_FILE")
+        state, state_var = get("ALERTER_STATE_FILE"), "ALERTER_STATE_FILE"
         if not state and get("STATE_DIRECTORY"):
             # systemd's StateDirectory= sets this; first entry if several.
             state = str(Path(get("STATE_DIRECTORY").split(":")[0]) / "sent-alert-ids")
+            state_var = "STATE_DIRECTORY"
         state_file = None if state.lower() in ("", "none", "off") else Path(state)
-        level = (get("ALERTER_LOG_LEVEL") or cls.log_level).upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"ALERTER_LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
+        if state_file is not None:
+            check_file_location(state_var, state_file)
+        level = log_level(get("ALERTER_LOG_LEVEL"), "ALERTER_LOG_LEVEL", cls.log_level)
         return cls(
             webhook=webhook,
             kafka=kafka,
@@ -162,6 +164,8 @@ def _webhook_from_env(env: Mapping[str, str]) -> Webhook | None:
             content = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"DISCORD_WEBHOOK_FILE: cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"DISCORD_WEBHOOK_FILE: {file} is not UTF-8 text") from None
         lines = [ln.strip() for ln in content.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
         if not lines:
             return None  # an empty secret file = deliberately no webhook: log-only mode

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptomon.cli_args import check_file_location
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 
 from .schema import is_symbol
@@ -94,7 +95,12 @@ def load_env(environ: Mapping[str, str] | None = None, cwd: Path | None = None) 
     path = Path(explicit) if explicit else (cwd or Path.cwd()) / ".env"
     if explicit and not path.is_file():
         raise ConfigError(f"CRYPTOMON_ENV_FILE: {explicit!r} is not a file")
-    file_env = read_env_file(path) if path.is_file() else {}
+    try:
+        file_env = read_env_file(path) if path.is_file() else {}
+    except ConfigError as exc:
+        if explicit:
+            raise ConfigError(f"CRYPTOMON_ENV_FILE: {exc}") from None
+        raise
     return {**file_env, **environ}
 
 
@@ -161,15 +167,17 @@ class FeedSettings:
         if cache_raw is not None and not cache_raw.strip():
             raise ConfigError("PRODUCER_SYMBOLS_CACHE: set but empty; unset it for the default "
                               "($STATE_DIRECTORY/symbols-<exchange>.json)")
+        cache_var = "PRODUCER_SYMBOLS_CACHE"
         if cache_raw:
             cache: Path | None = Path(cache_raw.strip())
         elif env.get("STATE_DIRECTORY", "").strip():
             # systemd's StateDirectory= (may list several, colon-separated): the first one.
             cache = Path(env["STATE_DIRECTORY"].split(":")[0].strip()) / f"symbols-{spec.exchange}.json"
+            cache_var = "STATE_DIRECTORY"
         else:
             cache = None
-        if cache is not None and cache.exists() and cache.is_dir():
-            raise ConfigError(f"PRODUCER_SYMBOLS_CACHE: {str(cache)!r} is a directory, not a file path")
+        if cache is not None:
+            check_file_location(cache_var, cache)
         return {
             "symbols": SymbolSet.parse(spec.symbols_var, env.get(spec.symbols_var), spec.default_symbols,
                                        spec.parse_symbol),
