@@ -30,7 +30,7 @@ def fake():
 
 def line(alert_id: str, **extra: object) -> str:
     return json.dumps({"alert_id": alert_id, "type": "volume_anomaly", "exchange": "binance",
-                       "symbol": "BTC-USDT", **extra})
+                       "symbol": "BTC-USDT", "volume": "30", **extra})
 
 
 def test_stdin_mode_skips_malformed_and_duplicates(fake: FakeDiscord) -> None:
@@ -95,3 +95,24 @@ def test_config_error_exit_code_and_no_secret() -> None:
     assert res.returncode == 2
     assert "configuration error: DISCORD_WEBHOOK_URL" in res.stderr and "sEcReT" not in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_stale_alerts_are_skipped_by_default_and_counted() -> None:
+    """Issue 15, defect 7: a new group starts at `earliest`; history older than 600 s is not re-posted."""
+    old = line("old", window_end_ms=1_700_000_010_000)
+    res = run_cli(["--stdin"], {}, old + "\n" + line("new") + "\n")
+    assert res.returncode == 0, res.stderr
+    assert "skipping stale alert old at stdin line 1" in res.stderr
+    assert "ALERT (log-only, no webhook) new" in res.stderr and "ALERT (log-only, no webhook) old" not in res.stderr
+    assert "stale=1" in res.stderr and "logged=1" in res.stderr
+    res = run_cli(["--stdin"], {"ALERTER_MAX_ALERT_AGE_S": "0"}, old + "\n")
+    assert "stale=0" in res.stderr and "logged=1" in res.stderr
+
+
+def test_webhook_with_invalid_port_fails_at_start() -> None:
+    """Issue 15, defect 3: it used to pass validation and fail on the first post."""
+    res = run_cli(["--stdin"], {"DISCORD_WEBHOOK_URL": "https://discord.com:99999/api/webhooks/1/sEcReT"},
+                  line("p1") + "\n")
+    assert res.returncode == 2
+    [err] = res.stderr.strip().splitlines()
+    assert "DISCORD_WEBHOOK_URL" in err and "sEcReT" not in err and "Traceback" not in res.stderr

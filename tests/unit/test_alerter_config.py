@@ -50,6 +50,11 @@ def test_systemd_credential_and_state_directory(tmp_path: Path) -> None:
     ({"DISCORD_WEBHOOK_FILE": "/nonexistent/webhook"}, "cannot read"),
     ({"DISCORD_WEBHOOK_URL": "ftp://x/api/webhooks/1/sEcReT"}, "not an http(s) URL"),
     ({"DISCORD_WEBHOOK_URL": "https://discord.com/sEcReT"}, "expected"),
+    # Issue 15, defect 3: an invalid port fails at start, like any other invalid URL.
+    ({"DISCORD_WEBHOOK_URL": "https://discord.com:99999/api/webhooks/1/sEcReT"}, "DISCORD_WEBHOOK_URL: not a valid"),
+    ({"DISCORD_WEBHOOK_URL": "https://discord.com:0/api/webhooks/1/sEcReT"}, "DISCORD_WEBHOOK_URL: not a valid"),
+    ({"DISCORD_WEBHOOK_URL": "https://discord.com:x/api/webhooks/1/sEcReT"}, "DISCORD_WEBHOOK_URL: not a valid"),
+    ({"DISCORD_WEBHOOK_URL": "https://[sEcReT/api/webhooks/1/x"}, "DISCORD_WEBHOOK_URL: not a valid"),
     ({"ALERTER_OFFSET_RESET": "middle"}, "ALERTER_OFFSET_RESET"),
     ({"ALERTER_DEDUPE_SIZE": "-4"}, "ALERTER_DEDUPE_SIZE"),
     ({"KAFKA_BOOTSTRAP_SERVERS": "nohostport"}, "KAFKA_BOOTSTRAP_SERVERS"),

@@ -134,16 +134,20 @@ def test_connection_errors_never_log_the_url(caplog: pytest.LogCaptureFixture) -
     assert TOKEN not in caplog.text and "/api/webhooks/77" not in caplog.text
 
 
+ARB_FIELDS = '"asset":"BTC","buy_exchange":"binance","buy_price":"1","sell_exchange":"okx","sell_price":"2"'
+ANOMALY_FIELDS = '"exchange":"binance","symbol":"BTC-USDT","volume":"30"'
+
+
 def test_processor_retries_once_as_text_then_skips(fake: FakeDiscord) -> None:
     client = client_for(fake)
     proc = AlertProcessor(client, SentIds())
     # Force Discord to reject the embed; the plain-text fallback then goes through.
     fake.inject(400, count=1)
-    assert proc.handle(b'{"alert_id":"r1","type":"arbitrage","asset":"BTC"}', "t") is Outcome.DELIVERED
+    assert proc.handle(b'{"alert_id":"r1","type":"arbitrage",%s}' % ARB_FIELDS.encode(), "t") is Outcome.DELIVERED
     assert fake.snapshot()[0]["content"].startswith("cryptomon alert (arbitrage)")
     fake.inject(400, count=2)
-    assert proc.handle(b'{"alert_id":"r2","type":"arbitrage"}', "t") is Outcome.REJECTED
-    assert proc.handle(b'{"alert_id":"r3","type":"arbitrage"}', "t") is Outcome.DELIVERED
+    assert proc.handle(b'{"alert_id":"r2","type":"arbitrage",%s}' % ARB_FIELDS.encode(), "t") is Outcome.REJECTED
+    assert proc.handle(b'{"alert_id":"r3","type":"arbitrage",%s}' % ARB_FIELDS.encode(), "t") is Outcome.DELIVERED
 
 
 def test_processor_skips_bad_input_and_duplicates(fake: FakeDiscord) -> None:
@@ -152,8 +156,12 @@ def test_processor_skips_bad_input_and_duplicates(fake: FakeDiscord) -> None:
     assert proc.handle(b"[1,2]", "t") is Outcome.MALFORMED
     assert proc.handle(b"\xff\xfe", "t") is Outcome.MALFORMED
     assert proc.handle(None, "t") is Outcome.MALFORMED
-    assert proc.handle(b'{"alert_id":"d1","type":"volume_anomaly"}', "t") is Outcome.DELIVERED
-    assert proc.handle(b'{"alert_id":"d1","type":"volume_anomaly","extra":1}', "t") is Outcome.DUPLICATE
+    assert proc.handle(b'{"alert_id":"d0","type":"volume_anomaly"}', "t") is Outcome.MALFORMED  # no volume
+    assert proc.handle(b'{"alert_id":"d1","type":"volume_anomaly",%s}' % ANOMALY_FIELDS.encode(),
+                       "t") is Outcome.DELIVERED
+    assert proc.handle(b'{"alert_id":"d1","type":"volume_anomaly","extra":1}', "t") is Outcome.MALFORMED
+    assert proc.handle(b'{"alert_id":"d1","type":"volume_anomaly","extra":1,%s}' % ANOMALY_FIELDS.encode(),
+                       "t") is Outcome.DUPLICATE
     # Without alert_id the content hash still catches exact repeats.
     assert proc.handle(b'{"type":"x","v":1}', "t") is Outcome.DELIVERED
     assert proc.handle(b'{"v":1,"type":"x"}', "t") is Outcome.DUPLICATE
@@ -163,5 +171,5 @@ def test_processor_skips_bad_input_and_duplicates(fake: FakeDiscord) -> None:
 def test_log_only_mode_posts_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     proc = AlertProcessor(None, SentIds())
-    assert proc.handle(b'{"alert_id":"l1","type":"volume_anomaly","symbol":"ETH-USD"}', "t") is Outcome.LOGGED
+    assert proc.handle(b'{"alert_id":"l1","type":"volume_anomaly","symbol":"ETH-USD","exchange":"kraken","volume":"9"}', "t") is Outcome.LOGGED
     assert "log-only" in caplog.text and "ETH-USD" in caplog.text

@@ -29,34 +29,98 @@ def fields(embed: dict) -> dict[str, str]:
     return {f["name"]: f["value"] for f in embed["fields"]}
 
 
+# Evidence and bookkeeping that must never be an embed field (issue 15, defect 11).
+BOOKKEEPING = ("_ms", "trade_count", "demo_mode", "venues", "schema_version", "job", "fee_bps", "notional",
+               "vwap", "volume_", "summary", "Trades", "binance_price", "coinbase_price")
+
+
+def assert_glanceable(embed: dict) -> None:
+    """Title, 3-5 numbers, a timestamp; nothing said twice; bookkeeping only in the short footer."""
+    assert embed["title"] and embed["timestamp"]
+    assert 3 <= len(embed["fields"]) <= 5
+    for f in embed["fields"]:
+        assert not any(word.lower() in f["name"].lower() for word in BOOKKEEPING), f
+        assert f["value"] not in ("True", "False") and not f["value"].startswith(("[", "{")), f
+    values = [f["value"] for f in embed["fields"]]
+    assert len(values) == len(set(values))
+    assert len(embed["footer"]["text"]) <= 120 and "_ms" not in embed["footer"]["text"]
+
+
 def test_anomaly_embed() -> None:
     payload = fmt.build_payload(ANOMALY)
     assert validate_payload(payload) is None
     embed = payload["embeds"][0]
     assert embed["title"] == "Volume anomaly: BTC-USDT on binance"
-    assert embed["description"] == "volume above threshold"
+    assert "description" not in embed
     assert embed["color"] == fmt.COLOURS["volume_anomaly"]
     assert embed["timestamp"] == "2024-01-01T00:01:00.000Z"
-    f = fields(embed)
     # Decimal strings stay exact, only grouped.
-    assert f["Notional"] == "1,523,000.12" and f["VWAP"] == "43,260.1" and f["Trades"] == "120"
-    assert f["Window"] == "2024-01-01 00:00:00–00:01:00 UTC"
-    assert "a-1" in embed["footer"]["text"]
+    assert fields(embed) == {"Volume": "35.2", "Threshold": "25", "Window": "2024-01-01 00:00:00–00:01:00 UTC"}
+    assert embed["footer"]["text"] == "cryptomon · alert a-1"
     assert payload["allowed_mentions"] == {"parse": []}
+    assert_glanceable(embed)
 
 
 def test_arbitrage_embed_epoch_ms() -> None:
     embed = fmt.build_payload(ARB)["embeds"][0]
     assert embed["color"] == fmt.COLOURS["arbitrage"] != fmt.COLOURS["volume_anomaly"]
-    assert "BTC" in embed["title"] and "binance" in embed["title"] and "coinbase" in embed["title"]
+    assert embed["title"] == "Arbitrage: BTC buy on binance, sell on coinbase"
     assert embed["timestamp"] == "2024-01-01T00:00:10.000Z"
-    f = fields(embed)
-    assert f["Binance price"] == "43,250.1" and f["Coinbase price"] == "43,320.5"
-    assert f["Spread (USD)"] == "70.4" and f["Spread (bps)"] == "16.3"
-    assert "70.4 USD" in embed["description"]
+    assert fields(embed) == {"Buy": "binance @ 43,250.1", "Sell": "coinbase @ 43,320.5",
+                             "Gross spread": "$70.4 (16.3 bps)"}
+    assert embed["footer"]["text"] == "cryptomon · threshold $50 · alert b-1"
+    assert_glanceable(embed)
 
 
-def test_unknown_type_and_extra_fields_are_shown_generically() -> None:
+SCHEMA_2 = {  # docs/alerts.md, verbatim
+    "alert_id": "arbitrage:BTC:1700000000000", "alert_type": "arbitrage", "schema_version": 2,
+    "job": "arbitrage-detector", "asset": "BTC", "window_start": "2023-11-14T22:13:20.000Z",
+    "window_end": "2023-11-14T22:13:30.000Z", "window_start_ms": 1700000000000, "window_end_ms": 1700000010000,
+    "buy_exchange": "kraken", "buy_price": "43000", "sell_exchange": "okx", "sell_price": "43300",
+    "spread_usd": "300", "spread_bps": "69.77", "net_spread_usd": "-84.7", "net_spread_bps": "-19.7",
+    "buy_fee_bps": "40", "sell_fee_bps": "10", "threshold_usd": "50", "trigger": "gross", "demo_mode": True,
+    "venues": ["binance", "bybit", "kraken", "okx"], "venue_count": 4, "buy_trade_count": 2, "buy_volume": "2",
+    "buy_last_trade_ms": 1700000007000, "sell_trade_count": 1, "sell_volume": "2",
+    "sell_last_trade_ms": 1700000009000, "summary": "BTC: buy on kraken at 43000, sell on okx at 43300, ...",
+}
+SCHEMA_1 = {  # what the job wrote before schema 2: buy/sell price and the same prices per venue again
+    "alert_id": "arbitrage:ETH:1700000000000", "alert_type": "arbitrage", "schema_version": 1, "asset": "ETH",
+    "window_start": "2023-11-14T22:13:20.000Z", "window_end": "2023-11-14T22:13:30.000Z",
+    "buy_exchange": "binance", "buy_price": "2000.5", "sell_exchange": "coinbase", "sell_price": "2003",
+    "spread_usd": "2.5", "spread_bps": "12.5", "threshold_usd": "0.1", "demo_mode": True,
+    "binance_price": "2000.5", "binance_trade_count": 12, "binance_volume": "3", "binance_last_trade_ms": 1,
+    "coinbase_price": "2003", "coinbase_trade_count": 4, "coinbase_volume": "1", "coinbase_last_trade_ms": 2,
+}
+
+
+def test_arbitrage_schema_2_reads_at_a_glance() -> None:
+    embed = fmt.build_payload(SCHEMA_2)["embeds"][0]
+    assert "description" not in embed
+    assert fields(embed) == {"Buy": "kraken @ 43,000", "Sell": "okx @ 43,300", "Gross spread": "$300 (69.77 bps)",
+                             "Net spread (after fees)": "-$84.7 (-19.7 bps)"}
+    assert embed["footer"]["text"] == ("cryptomon · 4 venues · threshold $50 gross · demo mode · "
+                                       "alert arbitrage:BTC:1700000000000")
+    assert embed["timestamp"] == "2023-11-14T22:13:30.000Z"
+    assert_glanceable(embed)
+
+
+def test_arbitrage_schema_1_shows_each_price_once() -> None:
+    embed = fmt.build_payload(SCHEMA_1)["embeds"][0]
+    assert fields(embed) == {"Buy": "binance @ 2,000.5", "Sell": "coinbase @ 2,003", "Gross spread": "$2.5 (12.5 bps)"}
+    assert "demo mode" in embed["footer"]["text"]
+    assert_glanceable(embed)
+
+
+def test_anomaly_spike_without_threshold() -> None:
+    alert = {"alert_id": "s", "alert_type": "volume_anomaly", "exchange": "okx", "symbol": "SOL-USDT",
+             "volume": "500.82", "volume_threshold": None, "baseline_volume": "50", "spike_ratio": "10.02",
+             "trade_count": 40, "window_end_ms": 1700000010000}
+    embed = fmt.build_payload(alert)["embeds"][0]
+    assert fields(embed) == {"Volume": "500.82", "Threshold": "none", "Spike": "10.02× mean 50"}
+    assert embed["timestamp"] == "2023-11-14T22:13:30.000Z"
+
+
+def test_unknown_type_is_shown_generically_known_types_drop_extra_fields() -> None:
     alert = {"alert_id": "x", "type": "funding_spike", "market": "ETH", "details": {"k": [1, 2]}}
     embed = fmt.build_payload(alert)["embeds"][0]
     assert embed["title"] == "Alert: funding_spike"
@@ -64,7 +128,7 @@ def test_unknown_type_and_extra_fields_are_shown_generically() -> None:
     assert fields(embed)["market"] == "ETH"
     assert json.loads(fields(embed)["details"]) == {"k": [1, 2]}
     extra = fmt.build_payload({**ANOMALY, "zscore": "4.2"})["embeds"][0]
-    assert fields(extra)["zscore"] == "4.2"
+    assert "zscore" not in fields(extra)
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -158,9 +222,7 @@ def test_alerts_shaped_like_the_flink_jobs_output_get_their_own_embeds():
                "summary": "coinbase SOL-USDT volume 374.290189 > threshold 150"}
     embed = build_embed(anomaly)
     assert embed["title"] == "Volume anomaly: SOL-USDT on coinbase"
-    assert embed["description"].startswith("coinbase SOL-USDT volume")
-    names = [f["name"] for f in embed["fields"]]
-    assert "Threshold" in names and "alert_type" not in names and "window_start_ms" not in names
+    assert fields(embed) == {"Volume": "374.290189", "Threshold": "150", "Window": "2026-11-21 05:51:40–05:51:50 UTC"}
 
     arbitrage = {"alert_id": "arbitrage:BTC:1700000000000", "alert_type": "arbitrage", "asset": "BTC",
                  "window_start": "2023-11-14T22:13:20.000Z", "window_end": "2023-11-14T22:13:30.000Z",

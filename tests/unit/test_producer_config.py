@@ -199,3 +199,13 @@ def test_env_file_from_variable_and_errors(tmp_path):
     f.write_bytes(b"BINANCE_SYMBOLS=BTC\xffUSDT\n")
     with pytest.raises(ConfigError, match="producer.env: not UTF-8"):
         load_env({"CRYPTOMON_ENV_FILE": str(f)})
+
+
+@pytest.mark.parametrize("exchange", REAL)
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_every_url_with_an_invalid_port_is_a_config_error(exchange, port):
+    """Issue 15, defect 3: a stream or REST URL with a port outside 1-65535 fails at start."""
+    spec = adapter_class(exchange)
+    for var, url in ((spec.url_var, f"wss://stream.example:{port}/ws"), (spec.rest_var, f"https://api.example:{port}/v1")):
+        with pytest.raises(ConfigError, match=f"{var}: .* is not a valid URL"):
+            ProducerConfig.from_env(exchange, {var: url})

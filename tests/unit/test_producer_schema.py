@@ -27,12 +27,12 @@ def test_from_json_roundtrip_and_key():
     assert T.key() == b"binance:BTC-USDT"
 
 
-def test_readme_example_is_a_valid_trade():
-    # The example in the README's schema section must parse with the same code consumers use.
+def test_documented_example_is_a_valid_trade():
+    # The example in docs/producers.md's schema section must parse with the same code consumers use.
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = doc.split("### Normalized trade schema", 1)[1]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "producers.md").read_text()
+    section = doc.split("## Normalized trade schema", 1)[1]
     example = section.split("```json\n", 1)[1].split("```", 1)[0]
     Trade.from_json(example)
 

@@ -27,6 +27,8 @@ from cryptomon.alerter.discord import (
 )
 from cryptomon.alerter.formatting import send_test_payload
 from cryptomon.alerter.service import AlertProcessor, run_kafka, run_stdin
+from cryptomon.cli_args import OneLineParser, log_level, positive_float
+from cryptomon.logging_setup import setup_logging
 
 log = logging.getLogger("cryptomon.alerter")
 
@@ -54,13 +56,8 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, webhook: Webhook | None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(webhook.secrets if webhook else ()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def setup_alerter_logging(level: str, webhook: Webhook | None) -> None:
+    setup_logging(level, filters=[RedactingFilter(webhook.secrets if webhook else ())])
     # urllib3 logs request lines (the webhook path, token included) at DEBUG.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
@@ -90,7 +87,15 @@ def cmd_run(config: AlerterConfig, use_stdin: bool) -> int:
     if config.webhook is None:
         log.warning("no DISCORD_WEBHOOK_URL/DISCORD_WEBHOOK_FILE set: log-only mode, alerts are only logged")
     client = DiscordWebhookClient(config.webhook, stop, max_backoff=config.max_backoff) if config.webhook else None
-    processor = AlertProcessor(client, SentIds(config.dedupe_size, config.state_file), config.username)
+    try:
+        sent = SentIds(config.dedupe_size, config.state_file)
+    except OSError as exc:  # checked at start, but the disk may still say no (permissions, read-only)
+        log.error("configuration error: ALERTER_STATE_FILE: cannot use %s: %s", config.state_file,
+                  exc.strerror or exc)
+        if client is not None:
+            client.close()
+        return EXIT_CONFIG
+    processor = AlertProcessor(client, sent, config.username, max_age_s=config.max_alert_age_s)
     try:
         if use_stdin:
             run_stdin(processor, sys.stdin, stop)
@@ -143,23 +148,24 @@ def cmd_send_test(config: AlerterConfig, timeout: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="cryptomon-alerter", description="Post cryptomon alerts to Discord")
+    ap = OneLineParser(prog="cryptomon-alerter", description="Post cryptomon alerts to Discord")
     ap.add_argument("--stdin", action="store_true", help="read alerts as JSON lines from stdin, not Kafka")
     ap.add_argument("--log-level", help="override ALERTER_LOG_LEVEL")
     sub = ap.add_subparsers(dest="command")
     run_p = sub.add_parser("run", help="consume alerts and post them (default)")
     run_p.add_argument("--stdin", action="store_true", dest="stdin_run", help=argparse.SUPPRESS)
     test_p = sub.add_parser("send-test", help="post one test message to the configured webhook")
-    test_p.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    test_p.add_argument("--timeout", type=positive_float, default=60.0, help="give up after this many seconds")
     args = ap.parse_args(argv)
 
     try:
         config = AlerterConfig.from_env()
+        level = log_level(args.log_level, "--log-level", config.log_level)
     except ConfigError as exc:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging("INFO")
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
-    setup_logging(args.log_level.upper() if args.log_level else config.log_level, config.webhook)
+    setup_alerter_logging(level, config.webhook)
     if args.command == "send-test":
         return cmd_send_test(config, args.timeout)
     return cmd_run(config, bool(args.stdin or getattr(args, "stdin_run", False)))

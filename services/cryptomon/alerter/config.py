@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptomon.cli_args import check_file_location, log_level
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 
 __all__ = ["AlerterConfig", "ConfigError", "Webhook"]
@@ -52,10 +53,16 @@ class Webhook:
     @classmethod
     def parse(cls, url: str, source: str) -> Webhook:
         url = url.strip()
-        parts = urlsplit(url)
         # Never echo the value: it is the secret itself.
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises ValueError for a port that is not 0-65535 or not a number
+        except ValueError:
+            raise ConfigError(f"{source}: not a valid URL (bad host or port)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{source}: not an http(s) URL")
+        if port == 0:
+            raise ConfigError(f"{source}: not a valid URL (port 0)")
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) < 2:
             raise ConfigError(f"{source}: expected .../webhooks/<id>/<token>")
@@ -73,6 +80,9 @@ class AlerterConfig:
     dedupe_size: int = 10000
     max_backoff: float = 60.0
     log_level: str = "INFO"
+    # Alerts whose window ended longer ago are skipped (a new group starts at `earliest`, so
+    # expired offsets would otherwise re-post days of history); 0 = no limit.
+    max_alert_age_s: float = 600.0
 
     @property
     def topics(self) -> list[str]:
@@ -91,14 +101,15 @@ class AlerterConfig:
         offset_reset = (get("ALERTER_OFFSET_RESET") or cls.offset_reset).lower()
         if offset_reset not in _OFFSET_RESETS:
             raise ConfigError(f"ALERTER_OFFSET_RESET: {offset_reset!r} is not one of {', '.join(_OFFSET_RESETS)}")
-        state = get("ALERTER_STATE_FILE")
+        state, state_var = get("ALERTER_STATE_FILE"), "ALERTER_STATE_FILE"
         if not state and get("STATE_DIRECTORY"):
             # systemd's StateDirectory= sets this; first entry if several.
             state = str(Path(get("STATE_DIRECTORY").split(":")[0]) / "sent-alert-ids")
+            state_var = "STATE_DIRECTORY"
         state_file = None if state.lower() in ("", "none", "off") else Path(state)
-        level = (get("ALERTER_LOG_LEVEL") or cls.log_level).upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"ALERTER_LOG_LEVEL: {level!r} is not DEBUG, INFO, WARNING or ERROR")
+        if state_file is not None:
+            check_file_location(state_var, state_file)
+        level = log_level(get("ALERTER_LOG_LEVEL"), "ALERTER_LOG_LEVEL", cls.log_level)
         return cls(
             webhook=webhook,
             kafka=kafka,
@@ -109,13 +120,15 @@ class AlerterConfig:
             dedupe_size=_positive_int(env, "ALERTER_DEDUPE_SIZE", cls.dedupe_size),
             max_backoff=float(_positive_int(env, "ALERTER_MAX_BACKOFF_S", int(cls.max_backoff))),
             log_level=level,
+            max_alert_age_s=float(_non_negative_int(env, "ALERTER_MAX_ALERT_AGE_S", int(cls.max_alert_age_s))),
         )
 
     def describe(self) -> str:
         """One start-up line, secrets redacted."""
         hook = self.webhook.redacted() if self.webhook else "none (log-only mode)"
         return (f"webhook={hook} kafka[{self.kafka.redacted()}] topics={','.join(self.topics)} "
-                f"group={self.group_id} state_file={self.state_file or 'none'}")
+                f"group={self.group_id} state_file={self.state_file or 'none'} "
+                f"max_alert_age={f'{self.max_alert_age_s:g}s' if self.max_alert_age_s else 'off'}")
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -124,6 +137,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not raw.isdigit() or int(raw) <= 0:
         raise ConfigError(f"{name}: {raw!r} is not a positive integer")
+    return int(raw)
+
+
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name}: {raw!r} is not a whole number of seconds (0 or more)")
     return int(raw)
 
 
@@ -142,6 +164,8 @@ def _webhook_from_env(env: Mapping[str, str]) -> Webhook | None:
             content = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"DISCORD_WEBHOOK_FILE: cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"DISCORD_WEBHOOK_FILE: {file} is not UTF-8 text") from None
         lines = [ln.strip() for ln in content.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
         if not lines:
             return None  # an empty secret file = deliberately no webhook: log-only mode

@@ -84,6 +84,16 @@ def parse_time(value: Any) -> datetime | None:
     return None
 
 
+def event_time(alert: dict[str, Any]) -> datetime | None:
+    """When the alert's window closed (docs/alerts.md: `window_end_ms`, else `window_end`), or
+    when it opened if only that is known."""
+    for key in ("window_end_ms", "window_end", "window_start_ms", "window_start"):
+        when = parse_time(alert.get(key))
+        if when is not None:
+            return when
+    return None
+
+
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -130,31 +140,38 @@ def _fields(pairs: list[tuple[str, Any, bool]]) -> list[dict[str, Any]]:
     return [{"name": name, "value": value, "inline": inline} for name, value, inline in pairs if value is not None]
 
 
+def money(value: Any) -> str:
+    """`$1,234.5`, `-$4.02`: exact digits, grouped, sign before the dollar."""
+    shown = number(value)
+    if not _is_number(value):
+        return shown
+    return f"-${shown[1:]}" if shown.startswith("-") else f"${shown}"
+
+
+def _with_bps(usd: Any, bps: Any) -> str:
+    return f"{money(usd)} ({number(bps)} bps)" if bps is not None else money(usd)
+
+
+# Why so few fields: a phone shows an embed's first lines; each message answers "what, where,
+# how much" at a glance. Evidence and bookkeeping (trade counts, last-trade times, venue lists,
+# demo flag) stay in Kafka and the logs; the footer carries a short remainder and the alert id.
+
 def _anomaly_embed(a: dict[str, Any]) -> dict[str, Any]:
     symbol, exchange = text(a.get("symbol")), text(a.get("exchange"))
-    price_range = None
-    if a.get("min_price") is not None or a.get("max_price") is not None:
-        price_range = f"{number(a.get('min_price'))} – {number(a.get('max_price'))}"
+    threshold = a.get("volume_threshold", a.get("threshold"))
+    spike = None
+    if a.get("spike_ratio") is not None:
+        spike = f"{number(a['spike_ratio'])}× mean"
+        if a.get("baseline_volume") is not None:
+            spike += f" {number(a['baseline_volume'])}"
     pairs: list[tuple[str, Any, bool]] = [
-        ("Exchange", exchange, True),
-        ("Symbol", symbol, True),
+        ("Volume", number(a.get("volume")), True),
+        ("Threshold", number(threshold) if threshold is not None else "none", True),
+        ("Spike", spike, True),
         ("Window", window_text(a), False),
-        ("Trades", number(a["trade_count"]) if "trade_count" in a else None, True),
-        ("Volume", number(a["volume"]) if "volume" in a else None, True),
-        ("Threshold", number(a.get("volume_threshold", a.get("threshold")))
-         if a.get("volume_threshold", a.get("threshold")) is not None else None, True),
-        ("Notional", number(a["notional"]) if "notional" in a else None, True),
-        ("VWAP", number(a["vwap"]) if "vwap" in a else None, True),
-        ("Price range", price_range, True),
     ]
-    known = _COMMON | {"exchange", "symbol", "trade_count", "volume", "threshold", "volume_threshold",
-                       "notional", "vwap", "min_price", "max_price", "reason"}
-    reason = a.get("summary") or a.get("reason")
-    return {
-        "title": f"Volume anomaly: {symbol} on {exchange}",
-        "description": text(reason) if reason else "Trading volume above threshold",
-        "fields": _fields(pairs) + _extra_fields(a, known),
-    }
+    return {"title": f"Volume anomaly: {symbol} on {exchange}", "fields": _fields(pairs),
+            "footer": {"text": _footer(a)}}
 
 
 def _arbitrage_embed(a: dict[str, Any]) -> dict[str, Any]:
@@ -163,30 +180,33 @@ def _arbitrage_embed(a: dict[str, Any]) -> dict[str, Any]:
     title = f"Arbitrage: {asset}"
     if buy and sell:
         title += f" buy on {text(buy)}, sell on {text(sell)}"
-    desc = []
-    if a.get("spread_usd") is not None:
-        spread = f"Spread {number(a['spread_usd'])} USD"
-        if a.get("spread_bps") is not None:
-            spread += f" ({number(a['spread_bps'])} bps)"
-        if a.get("threshold_usd") is not None:
-            spread += f", threshold {number(a['threshold_usd'])} USD"
-        desc.append(spread)
-    # Every "<exchange>_price" field, whatever the exchanges are.
-    prices = [(k, v) for k, v in a.items() if k.endswith("_price") and k not in ("min_price", "max_price")]
+    buy_price, sell_price = _venue_price(a, "buy"), _venue_price(a, "sell")
+    gross = a.get("spread_usd")
+    if gross is None and _is_number(buy_price) and _is_number(sell_price):
+        gross = str(Decimal(str(sell_price)) - Decimal(str(buy_price)))
+    net = None
+    if a.get("net_spread_usd") is not None:
+        net = _with_bps(a["net_spread_usd"], a.get("net_spread_bps"))
     pairs: list[tuple[str, Any, bool]] = [
-        (f"{k.removesuffix('_price').capitalize()} price", number(v), True) for k, v in prices
+        ("Buy", f"{text(buy)} @ {number(buy_price)}", True),
+        ("Sell", f"{text(sell)} @ {number(sell_price)}", True),
+        ("Gross spread", _with_bps(gross, a.get("spread_bps")) if gross is not None else None, True),
+        ("Net spread (after fees)", net, True),
     ]
-    pairs += [
-        ("Spread (USD)", number(a["spread_usd"]) if "spread_usd" in a else None, True),
-        ("Spread (bps)", number(a["spread_bps"]) if "spread_bps" in a else None, True),
-        ("Threshold (USD)", number(a["threshold_usd"]) if "threshold_usd" in a else None, True),
-        ("Buy on", text(buy) if buy else None, True),
-        ("Sell on", text(sell) if sell else None, True),
-        ("Window", window_text(a), False),
-    ]
-    known = _COMMON | {"asset", "spread_usd", "spread_bps", "threshold_usd", "buy_exchange", "sell_exchange",
-                       *(k for k, _ in prices)}
-    return {"title": title, "description": "\n".join(desc) or None, "fields": _fields(pairs) + _extra_fields(a, known)}
+    notes = []
+    if isinstance(a.get("venue_count"), int) and not isinstance(a.get("venue_count"), bool):
+        notes.append(f"{a['venue_count']} venues")
+    if a.get("threshold_usd") is not None:
+        trigger = f" {text(a['trigger'])}" if a.get("trigger") else ""
+        notes.append(f"threshold {money(a['threshold_usd'])}{trigger}")
+    if a.get("demo_mode") is True:
+        notes.append("demo mode")
+    return {"title": title, "fields": _fields(pairs), "footer": {"text": _footer(a, notes)}}
+
+
+def _footer(a: dict[str, Any], notes: list[str] | None = None) -> str:
+    # The id stays last: it is what an operator greps the logs for (and what tests read back).
+    return " · ".join(["cryptomon", *(notes or []), f"alert {text(a.get('alert_id'))}"])
 
 
 def _generic_embed(a: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +215,51 @@ def _generic_embed(a: dict[str, Any]) -> dict[str, Any]:
     known = set(_COMMON)
     return {"title": f"Alert: {kind}", "description": text(a["reason"]) if a.get("reason") else None,
             "fields": _fields(pairs) + _extra_fields(a, known | {"reason"})}
+
+
+def _is_number(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        return Decimal(str(value).strip()).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _venue_price(a: dict[str, Any], side: str) -> Any:
+    """The buy/sell price: `buy_price` (both schemas), else `<venue>_price` (older alerts)."""
+    if a.get(f"{side}_price") is not None:
+        return a.get(f"{side}_price")
+    venue = a.get(f"{side}_exchange")
+    return a.get(f"{venue.strip().lower()}_price") if _is_name(venue) else None
+
+
+def missing_fields(alert: dict[str, Any]) -> list[str]:
+    """The fields this alert's type needs (docs/alerts.md) that are absent or unusable.
+
+    An alert missing them cannot say what happened, so it is malformed, not a message with
+    dashes. Types this alerter does not know need nothing (they are shown generically)."""
+    kind = alert_kind(alert)
+    missing: list[str] = []
+    if kind == "volume_anomaly":
+        missing += [k for k in ("exchange", "symbol") if not _is_name(alert.get(k))]
+        missing += [k for k in ("volume",) if not _is_number(alert.get(k))]
+    elif kind == "arbitrage":
+        missing += [k for k in ("asset", "buy_exchange", "sell_exchange") if not _is_name(alert.get(k))]
+        missing += [f"{side}_price" for side in ("buy", "sell") if not _is_number(_venue_price(alert, side))]
+        if _schema(alert) >= 2:
+            # Schema 2 always carries both spreads: without them the net-of-fees line is a guess.
+            missing += [k for k in ("spread_usd", "net_spread_usd") if not _is_number(alert.get(k))]
+    return missing
+
+
+def _schema(alert: dict[str, Any]) -> int:
+    raw = alert.get("schema_version")
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else 1
 
 
 def alert_kind(a: dict[str, Any]) -> Any:
@@ -221,9 +286,8 @@ def build_embed(alert: dict[str, Any]) -> dict[str, Any]:
     else:
         embed = _generic_embed(alert)
     embed["color"] = COLOURS.get(kind if isinstance(kind, str) else "", UNKNOWN_COLOUR)
-    ts = parse_time(alert.get("window_end")) or parse_time(alert.get("window_start"))
-    embed["timestamp"] = _iso(ts or datetime.now(UTC))
-    embed["footer"] = {"text": f"cryptomon · alert {text(alert.get('alert_id'))}"}
+    embed["timestamp"] = _iso(event_time(alert) or datetime.now(UTC))
+    embed.setdefault("footer", {"text": _footer(alert)})
     if not embed.get("description"):
         embed.pop("description", None)
     return clamp_embed(embed)
@@ -291,7 +355,7 @@ def build_payload(alert: dict[str, Any], username: str = "cryptomon") -> dict[st
 def fallback_payload(alert: dict[str, Any], username: str = "cryptomon") -> dict[str, Any]:
     """Plain-text last resort if Discord still rejected the embed (it should not)."""
     summary = json.dumps(alert, ensure_ascii=False, sort_keys=True, default=str)
-    content = truncate(f"cryptomon alert ({text(alert.get('type'))}): {summary}", CONTENT_MAX)
+    content = truncate(f"cryptomon alert ({text(alert_kind(alert))}): {summary}", CONTENT_MAX)
     return {"username": truncate(username, USERNAME_MAX), "content": content, "allowed_mentions": NO_MENTIONS}
 
 

@@ -3,7 +3,8 @@
 Delivery design:
 - One consumer, one message at a time: order per partition (so per key) is kept, and the offset
   of a message is committed synchronously only after Discord accepted it (or after it was
-  deliberately skipped: malformed JSON, a payload Discord rejects, a duplicate).
+  deliberately skipped: malformed JSON, an alert lacking the fields its type needs, a payload
+  Discord rejects, a duplicate).
 - Duplicates by `alert_id` are dropped through `SentIds`: recent ids in memory (covers Kafka
   redeliveries after a rebalance or a failed commit, and producers that emit twice) and, with a
   state file, across restarts (covers a crash between Discord's answer and the commit).
@@ -19,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cryptomon.alerter import formatting
@@ -37,21 +38,66 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"
     MALFORMED = "malformed"
     REJECTED = "rejected"
+    STALE = "stale"  # older than the configured age: history, not news
+
+
+# Stale alerts in a row logged one line each; the rest of the run is summed up in one line.
+STALE_LOG_EACH = 5
 
 
 class AlertProcessor:
     """Turns one raw alert into at most one Discord message; never raises for a bad alert."""
 
-    def __init__(self, client: DiscordWebhookClient | None, sent: SentIds, username: str = "cryptomon") -> None:
+    def __init__(self, client: DiscordWebhookClient | None, sent: SentIds, username: str = "cryptomon",
+                 max_age_s: float = 0.0, clock: Callable[[], float] = time.time) -> None:
         self.client, self.sent, self.username = client, sent, username
+        self.max_age_s, self.clock = max_age_s, clock
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._stale_run = 0  # stale alerts since the last other outcome
+        self._stale_unlogged: list[str] = []  # origins of those not logged one by one
 
-    def handle(self, raw: bytes | str | None, origin: str) -> Outcome:
-        outcome = self._handle(raw, origin)
+    def handle(self, raw: bytes | str | None, origin: str, kafka_ts_ms: int | None = None) -> Outcome:
+        """`kafka_ts_ms`: the record's timestamp, the event time of an alert without its own."""
+        outcome = self._handle(raw, origin, kafka_ts_ms)
         self.counts[outcome] += 1
+        if outcome is not Outcome.STALE:
+            self.flush_stale()
         return outcome
 
-    def _handle(self, raw: bytes | str | None, origin: str) -> Outcome:
+    def flush_stale(self) -> None:
+        """One summary line for the stale alerts not logged individually (end of a backlog)."""
+        if self._stale_unlogged:
+            log.warning("skipped %d more stale alerts (older than %gs, ALERTER_MAX_ALERT_AGE_S) from %s to %s",
+                        len(self._stale_unlogged), self.max_age_s, self._stale_unlogged[0],
+                        self._stale_unlogged[-1])
+        self._stale_run, self._stale_unlogged = 0, []
+
+    def _age_s(self, alert: dict[str, Any], kafka_ts_ms: int | None) -> float | None:
+        when = formatting.event_time(alert)
+        if when is not None:
+            return self.clock() - when.timestamp()
+        if kafka_ts_ms is not None and kafka_ts_ms > 0:
+            return self.clock() - kafka_ts_ms / 1000
+        return None
+
+    def _is_stale(self, alert: dict[str, Any], origin: str, kafka_ts_ms: int | None) -> bool:
+        if self.max_age_s <= 0:
+            return False
+        age = self._age_s(alert, kafka_ts_ms)
+        if age is None or age <= self.max_age_s:
+            return False
+        self._stale_run += 1
+        if self._stale_run <= STALE_LOG_EACH:
+            log.warning("skipping stale alert %s at %s: its window ended %.0fs ago (limit %gs, "
+                        "ALERTER_MAX_ALERT_AGE_S)", str(alert.get("alert_id"))[:120], origin, age, self.max_age_s)
+        else:
+            self._stale_unlogged.append(origin)
+            if len(self._stale_unlogged) >= 1000:  # a long backlog still shows progress
+                self.flush_stale()
+                self._stale_run = STALE_LOG_EACH
+        return True
+
+    def _handle(self, raw: bytes | str | None, origin: str, kafka_ts_ms: int | None) -> Outcome:
         try:
             alert = json.loads(raw or b"")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -62,6 +108,14 @@ class AlertProcessor:
         if not isinstance(alert, dict):
             log.error("skipping malformed alert at %s: expected a JSON object, got %s", origin, type(alert).__name__)
             return Outcome.MALFORMED
+        missing = formatting.missing_fields(alert)
+        if missing:
+            # Counted with the other malformed messages; its offset is committed like theirs.
+            log.error("skipping malformed alert at %s: a %s alert needs %s (id %s)", origin,
+                      formatting.alert_kind(alert), ", ".join(missing), str(alert.get("alert_id"))[:120])
+            return Outcome.MALFORMED
+        if self._is_stale(alert, origin, kafka_ts_ms):
+            return Outcome.STALE
         alert_id = _alert_id(alert, origin)
         if alert_id in self.sent:
             log.info("duplicate alert %s at %s: already posted, dropped", alert_id, origin)
@@ -108,6 +162,7 @@ def run_stdin(processor: AlertProcessor, lines: Iterable[str], stop: threading.E
             return
         if line.strip():
             processor.handle(line.strip(), f"stdin line {n}")
+    processor.flush_stale()
 
 
 class _KeepAlive:
@@ -139,7 +194,7 @@ class _KeepAlive:
 
 
 def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.Event) -> None:
-    from confluent_kafka import Consumer, KafkaError, KafkaException
+    from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 
     last_error_log: dict[str, float] = {}
 
@@ -173,6 +228,7 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
         while not stop.is_set():
             msg = consumer.poll(1.0)
             if msg is None:
+                processor.flush_stale()  # caught up: sum up the backlog of stale alerts now
                 continue
             if msg.error():
                 err = msg.error()
@@ -182,8 +238,9 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
                 throttled(f"msg:{err.code()}", level, "Kafka: %s", err.str())
                 continue
             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            ts_type, ts_ms = msg.timestamp()
             try:
-                processor.handle(msg.value(), origin)
+                processor.handle(msg.value(), origin, ts_ms if ts_type != TIMESTAMP_NOT_AVAILABLE else None)
             finally:
                 keepalive.resume()
             # Reached only when the message is settled (delivered, logged or skipped on purpose);
@@ -194,4 +251,5 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
                 # E.g. a rebalance took the partition: it will be redelivered and deduplicated.
                 log.warning("offset commit for %s failed: %s", origin, exc.args[0].str() if exc.args else exc)
     finally:
+        processor.flush_stale()
         consumer.close()

@@ -8,7 +8,6 @@ stack trace.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,32 +20,32 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from cryptomon.dashboard.cli import DashboardSettings
 from cryptomon.dashboard.feed import KafkaFeed
 from cryptomon.dashboard.state import MarketState, Snapshot
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
+from cryptomon.logging_setup import setup_logging
 
 SPREAD_WINDOW = pd.Timedelta(minutes=15)
 
 
-def _float_env(name: str, default: float) -> float:
+def _settings() -> DashboardSettings:
+    # cryptomon-dashboard checked the variables before starting Streamlit; if the app is run
+    # some other way, a bad value falls back to the defaults here and shows in the page.
     try:
-        return max(0.5, float(os.environ.get(name, "") or default))
-    except ValueError:
-        return default
+        return DashboardSettings.from_env()
+    except ConfigError:
+        return DashboardSettings()
 
 
-REFRESH_S = _float_env("DASHBOARD_REFRESH_S", 2.0)
+SETTINGS = _settings()
+REFRESH_S = SETTINGS.refresh_s
 
 
 @st.cache_resource(show_spinner=False)
 def get_feed(settings: KafkaSettings, exchanges: tuple[str, str]) -> KafkaFeed:
     """One reader per distinct configuration, shared by every browser session."""
     return KafkaFeed(settings, MarketState(exchanges)).start()
-
-
-def _exchanges() -> tuple[str, str]:
-    raw = [e.strip().lower() for e in os.environ.get("DASHBOARD_SPREAD_EXCHANGES", "binance,coinbase").split(",")]
-    return (raw[0], raw[1]) if len(raw) == 2 and all(raw) else ("binance", "coinbase")
 
 
 def status_banner(snap: Snapshot) -> None:
@@ -128,14 +127,18 @@ def render(feed: KafkaFeed) -> None:
 
 
 def main() -> None:
+    # The feed thread's lines (cryptomon.*) in the services' format; Streamlit's loggers do not
+    # propagate to the root logger, they get the same format through --logger.messageFormat.
+    setup_logging(SETTINGS.log_level)
     st.set_page_config(page_title="cryptomon", page_icon="📈", layout="wide")
     st.title("cryptomon · live market monitor")
     try:
+        DashboardSettings.from_env()
         settings = KafkaSettings.from_env()
     except ConfigError as exc:
         st.error(f"Configuration error: {exc}")
         return
-    feed = get_feed(settings, _exchanges())
+    feed = get_feed(settings, SETTINGS.spread_exchanges)
 
     @st.fragment(run_every=REFRESH_S)
     def live() -> None:

@@ -6,14 +6,14 @@ stderr), 1 for a fatal Kafka error (systemd restarts the unit).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 
+from cryptomon.cli_args import OneLineParser, log_level
 from cryptomon.kafka_settings import ConfigError
+from cryptomon.logging_setup import setup_logging
 
 from .base import Adapter, WebSocketAdapter
 from .config import ProducerConfig, load_env
@@ -34,19 +34,16 @@ def make_adapter(config: ProducerConfig) -> Adapter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cryptomon-producer",
+    parser = OneLineParser(prog="cryptomon-producer",
                                      description="Stream one exchange's trades, normalized, into Kafka.")
     parser.add_argument("exchange", choices=exchange_names(), help="the feed (the systemd instance name)")
     parser.add_argument("--stdout", action="store_true",
                         help="print normalized trades as JSON lines instead of producing to Kafka")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(levelname)s %(name)s: %(message)s",  # journald adds the time
-    )
     try:
-        config = ProducerConfig.from_env(args.exchange, load_env())
+        env = load_env()
+        setup_logging(log_level(env.get("LOG_LEVEL"), "LOG_LEVEL"))
+        config = ProducerConfig.from_env(args.exchange, env)
     except ConfigError as exc:
         print(f"cryptomon-producer: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptomon.cli_args import check_file_location
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 
 from .schema import is_symbol
@@ -35,9 +36,18 @@ def ws_url(name: str, value: str) -> str:
         raise ConfigError(f"{name}: {value!r} is not a ws:// or wss:// URL")
     try:
         check_url(value)
+        _check_port(value)
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid URL ({exc})") from None
     return value
+
+
+def _check_port(url: str) -> None:
+    """urlsplit rejects ports above 65535; port 0 would silently become the scheme's default."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).port == 0:
+        raise ValueError("port 0")
 
 
 def http_url(name: str, value: str) -> str:
@@ -45,7 +55,7 @@ def http_url(name: str, value: str) -> str:
 
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        _check_port(value)  # also raises ValueError on a port that is not 1-65535
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -85,7 +95,12 @@ def load_env(environ: Mapping[str, str] | None = None, cwd: Path | None = None) 
     path = Path(explicit) if explicit else (cwd or Path.cwd()) / ".env"
     if explicit and not path.is_file():
         raise ConfigError(f"CRYPTOMON_ENV_FILE: {explicit!r} is not a file")
-    file_env = read_env_file(path) if path.is_file() else {}
+    try:
+        file_env = read_env_file(path) if path.is_file() else {}
+    except ConfigError as exc:
+        if explicit:
+            raise ConfigError(f"CRYPTOMON_ENV_FILE: {exc}") from None
+        raise
     return {**file_env, **environ}
 
 
@@ -152,15 +167,17 @@ class FeedSettings:
         if cache_raw is not None and not cache_raw.strip():
             raise ConfigError("PRODUCER_SYMBOLS_CACHE: set but empty; unset it for the default "
                               "($STATE_DIRECTORY/symbols-<exchange>.json)")
+        cache_var = "PRODUCER_SYMBOLS_CACHE"
         if cache_raw:
             cache: Path | None = Path(cache_raw.strip())
         elif env.get("STATE_DIRECTORY", "").strip():
             # systemd's StateDirectory= (may list several, colon-separated): the first one.
             cache = Path(env["STATE_DIRECTORY"].split(":")[0].strip()) / f"symbols-{spec.exchange}.json"
+            cache_var = "STATE_DIRECTORY"
         else:
             cache = None
-        if cache is not None and cache.exists() and cache.is_dir():
-            raise ConfigError(f"PRODUCER_SYMBOLS_CACHE: {str(cache)!r} is a directory, not a file path")
+        if cache is not None:
+            check_file_location(cache_var, cache)
         return {
             "symbols": SymbolSet.parse(spec.symbols_var, env.get(spec.symbols_var), spec.default_symbols,
                                        spec.parse_symbol),

@@ -322,7 +322,11 @@ class ReplayServer:
                 if self._stop.wait(max(0.0, start + at - time.monotonic())):
                     return
                 log.info("script: %s", step)
-                self.inject(step)
+                try:
+                    self.inject(step)
+                except (KeyError, ValueError, TypeError) as exc:  # a typo in the script is not fatal
+                    log.error("script: cannot run step %s: %s: %s", step, type(exc).__name__, exc)
+                    continue
                 if "every" in step:
                     due.append((at + float(step["every"]), step))
 

@@ -4,45 +4,88 @@ and their default ports come from the producer's registry."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
+import math
 import signal
+import sys
 import threading
+from typing import Any
 
+from cryptomon.cli_args import (
+    EXIT_CONFIG,
+    OneLineParser,
+    listen_address,
+    non_negative_float,
+    port_or_zero,
+    positive_float,
+    positive_int,
+)
+from cryptomon.kafka_settings import ConfigError
+from cryptomon.logging_setup import setup_logging
 from cryptomon.producer.registry import adapter_class, exchange_names, replay_class
 
 from . import ReplayServer
 
 
+def load_script(path: str) -> list[dict[str, Any]]:
+    """--script: a JSON list of steps, each with a `do` and a non-negative `at` or `every`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            steps = json.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--script: cannot read {path!r}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--script: {path!r} is not JSON: {exc}") from None
+    if not isinstance(steps, list):
+        raise ConfigError(f"--script: {path!r} must hold a JSON list of steps")
+    for n, step in enumerate(steps, 1):
+        if not isinstance(step, dict) or not isinstance(step.get("do"), str):
+            raise ConfigError(f"--script: step {n} is not an object with a \"do\" action")
+        for key in ("at", "every"):
+            value = step.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value) or value < 0 or (key == "every" and value == 0)):
+                raise ConfigError(f"--script: step {n}: {key!r} must be a number of seconds (every > 0)")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cryptomon-replay", description=__doc__)
+    parser = OneLineParser(prog="cryptomon-replay", description=__doc__)
     parser.add_argument("exchange", choices=exchange_names(real_only=True))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=None, help="default: the exchange's replay port in the registry")
-    parser.add_argument("--rate", type=float, default=10.0, help="trades per second per market")
+    parser.add_argument("--host", type=listen_address, default="127.0.0.1")
+    parser.add_argument("--port", type=port_or_zero, default=None,
+                        help="default: the exchange's replay port in the registry; 0 = any free port")
+    parser.add_argument("--rate", type=non_negative_float, default=10.0,
+                        help="trades per second per market (0: none)")
     parser.add_argument("--symbols", default="", help="markets to pre-create (others appear on subscribe)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--keep", type=int, default=50_000, help="trades kept per market for replays")
-    parser.add_argument("--ping-interval", type=float, default=None, help="seconds between server pings")
-    parser.add_argument("--max-age", type=float, default=None, help="cut connections after N s")
+    parser.add_argument("--keep", type=positive_int, default=50_000, help="trades kept per market for replays")
+    parser.add_argument("--ping-interval", type=positive_float, default=None, help="seconds between server pings")
+    parser.add_argument("--max-age", type=positive_float, default=None, help="cut connections after N s")
     parser.add_argument("--script", help="JSON list of timed faults, e.g. "
                         '[{"at":30,"do":"drop"},{"every":300,"do":"shutdown"},{"every":120,"do":"gap","n":3}]')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     port = adapter_class(args.exchange).replay_port if args.port is None else args.port  # type: ignore[attr-defined]
     options = {k: v for k, v in (("ping_interval", args.ping_interval), ("max_age", args.max_age)) if v is not None}
-    server: ReplayServer = replay_class(args.exchange)(symbols, host=args.host, port=port, rate=args.rate,
-                                                       seed=args.seed, keep=args.keep, **options)
+    try:
+        script = load_script(args.script) if args.script else None
+        try:
+            server: ReplayServer = replay_class(args.exchange)(symbols, host=args.host, port=port, rate=args.rate,
+                                                               seed=args.seed, keep=args.keep, **options)
+        except OSError as exc:  # address in use, unknown host, not ours to bind
+            raise ConfigError(f"--host/--port: cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
+    except ConfigError as exc:
+        print(f"cryptomon-replay: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server.start()
     print(f"listening on {server.url}", flush=True)
-    if args.script:
-        with open(args.script) as f:
-            server.run_script(json.load(f))
+    if script is not None:
+        server.run_script(script)
     stop.wait()
     server.stop()
     return 0

@@ -22,10 +22,10 @@ Test/operator endpoints (not part of Discord's API):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
+import sys
 import threading
 import time
 import uuid
@@ -419,14 +419,30 @@ def _iso_now() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Local Discord-compatible webhook receiver")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8090)
-    ap.add_argument("--rate-limit", type=int, default=5, help="requests per window per webhook")
-    ap.add_argument("--per", type=float, default=2.0, help="rate-limit window in seconds")
+    from cryptomon.cli_args import (
+        EXIT_CONFIG,
+        OneLineParser,
+        listen_address,
+        port_or_zero,
+        positive_float,
+        positive_int,
+    )
+    from cryptomon.logging_setup import setup_logging
+
+    ap = OneLineParser(prog="cryptomon-replay-discord", description="Local Discord-compatible webhook receiver")
+    ap.add_argument("--host", type=listen_address, default="127.0.0.1")
+    ap.add_argument("--port", type=port_or_zero, default=8090, help="0 = any free port")
+    ap.add_argument("--rate-limit", type=positive_int, default=5, help="requests per window per webhook")
+    ap.add_argument("--per", type=positive_float, default=2.0, help="rate-limit window in seconds")
     ap.add_argument("--token", default=None, help="only accept this webhook token (else any)")
     args = ap.parse_args(argv)
-    fake = FakeDiscord(args.host, args.port, args.rate_limit, args.per, args.token)
+    setup_logging("INFO")
+    try:
+        fake = FakeDiscord(args.host, args.port, args.rate_limit, args.per, args.token)
+    except OSError as exc:
+        print(f"cryptomon-replay-discord: configuration error: --host/--port: cannot listen on "
+              f"{args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"fake Discord listening on {fake.base_url}; webhook path /api/webhooks/<id>/<token>", flush=True)
     try:
         fake._server.serve_forever()
