@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 try:
     import cryptomon  # noqa: F401 - installed package
@@ -22,7 +23,16 @@ import streamlit as st
 
 from cryptomon.dashboard.cli import DashboardSettings
 from cryptomon.dashboard.feed import KafkaFeed
-from cryptomon.dashboard.state import MarketState, Snapshot
+from cryptomon.dashboard.state import (
+    ALERT_COLUMNS,
+    NUMERIC_COLUMNS,
+    PRICE_COLUMNS,
+    MarketState,
+    Snapshot,
+    alert_rows,
+    column_widths,
+    price_rows,
+)
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 from cryptomon.logging_setup import setup_logging
 
@@ -66,11 +76,16 @@ def prices_section(snap: Snapshot) -> None:
     if not snap.prices:
         st.caption("Waiting for trades…")
         return
-    df = pd.DataFrame(snap.prices)
-    df["time"] = df["time"].dt.strftime("%H:%M:%S.%f").str[:-3]
-    df = df.rename(columns={"exchange": "Exchange", "symbol": "Symbol", "price": "Price", "size": "Size",
-                            "side": "Taker side", "time": "Last trade (UTC)", "trades": "Trades seen"})
-    st.table(df, hide_index=True)
+    rows = price_rows(snap.prices)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="content",
+                 column_config=_column_config(rows, PRICE_COLUMNS))
+
+
+def _column_config(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Text columns as wide as their content (state.column_widths): no cell is cut off."""
+    return {label: st.column_config.TextColumn(label, width=width,
+                                               alignment="right" if label in NUMERIC_COLUMNS else "left")
+            for label, width in column_widths(rows, columns).items()}
 
 
 def spread_section(snap: Snapshot) -> None:
@@ -106,17 +121,16 @@ def alerts_section(snap: Snapshot) -> None:
     if not snap.alerts:
         st.caption("No alerts yet.")
         return
-    df = pd.DataFrame(snap.alerts)
-    df["time"] = df["time"].dt.strftime("%Y-%m-%d %H:%M:%S UTC")
-    df = df.rename(columns={"time": "Window end", "type": "Type", "subject": "Subject", "details": "Details",
-                            "alert_id": "Alert id"})
-    st.dataframe(df, hide_index=True, height=min(420, 38 + 35 * len(df)))
+    rows = alert_rows(snap.alerts)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, height=min(420, 38 + 35 * len(rows)),
+                 column_config=_column_config(rows, ALERT_COLUMNS))
 
 
 def render(feed: KafkaFeed) -> None:
     snap = feed.state.snapshot()
     status_banner(snap)
-    left, right = st.columns([2, 3])
+    # The prices table is the wider of the two: its columns are sized to fit their content.
+    left, right = st.columns([3, 2])
     with left:
         prices_section(snap)
     with right:

@@ -185,20 +185,103 @@ class MarketState:
 
 
 def _subject(a: dict[str, Any]) -> str:
-    if (a.get("alert_type") or a.get("type")) == "arbitrage":
+    if _kind(a) == "arbitrage":
         return f"{a.get('asset', '?')}: buy {a.get('buy_exchange', '?')}, sell {a.get('sell_exchange', '?')}"
     if a.get("symbol") or a.get("exchange"):
         return f"{a.get('symbol', '?')} on {a.get('exchange', '?')}"
     return str(a.get("asset") or a.get("alert_type") or a.get("type") or "?")
 
 
+def _kind(a: dict[str, Any]) -> Any:
+    return a.get("alert_type") or a.get("type")
+
+
 def _details(a: dict[str, Any]) -> str:
-    if (a.get("alert_type") or a.get("type")) == "arbitrage":
-        return f"spread {a.get('spread_usd', '?')} USD ({a.get('spread_bps', '?')} bps), " \
-               f"threshold {a.get('threshold_usd', '?')} USD"
-    if (a.get("alert_type") or a.get("type")) == "volume_anomaly":
-        return f"volume {a.get('volume', '?')} > {a.get('threshold', '?')}, {a.get('trade_count', '?')} trades, " \
-               f"VWAP {a.get('vwap', '?')}"
+    if _kind(a) == "arbitrage":
+        text = f"spread {_num(a.get('spread_usd'))} USD ({_num(a.get('spread_bps'))} bps)"
+        if a.get("net_spread_usd") is not None:
+            text += f", net {_num(a['net_spread_usd'])} USD ({_num(a.get('net_spread_bps'))} bps) after fees"
+        return text + f", threshold {_num(a.get('threshold_usd'))} USD"
+    if _kind(a) == "volume_anomaly":
+        # The anomaly job writes `volume_threshold` (null when only the spike rule fired);
+        # `threshold` is the older name.
+        threshold = a.get("volume_threshold", a.get("threshold"))
+        text = f"volume {_num(a.get('volume'))}"
+        if threshold is not None:
+            text += f" > threshold {_num(threshold)}"
+        if a.get("spike_ratio") is not None:
+            text += f", {_num(a['spike_ratio'])}x the recent mean {_num(a.get('baseline_volume'))}"
+        return text + f", {a.get('trade_count', '?')} trades, VWAP {_num(a.get('vwap'))}"
     skip = {"alert_id", "type", "alert_type", "schema_version", "job", "window_start", "window_end",
             "window_start_ms", "window_end_ms"}
     return ", ".join(f"{k}={v}" for k, v in a.items() if k not in skip)[:300]
+
+
+def _num(value: Any) -> str:
+    return "?" if value is None else format_decimal(value)
+
+
+# --- tables: text as shown, and column widths that fit it -----------------------------------
+
+def format_decimal(value: Any) -> str:
+    """An exact decimal without trailing zeros and without exponent: `600.23000000` -> `600.23`,
+    `43000.00` -> `43000`, `0.00001230` -> `0.0000123`. Anything else is shown as it is."""
+    try:
+        d = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return str(value)
+    if not d.is_finite():
+        return str(value)
+    text = f"{d.normalize():f}"
+    return "0" if text in ("-0", "0") else text
+
+
+PRICE_COLUMNS = (("exchange", "Exchange"), ("symbol", "Symbol"), ("price", "Price"), ("size", "Size"),
+                 ("side", "Taker side"), ("time", "Last trade (UTC)"), ("trades", "Trades seen"))
+ALERT_COLUMNS = (("time", "Window end"), ("type", "Type"), ("subject", "Subject"), ("details", "Details"),
+                 ("alert_id", "Alert id"))
+NUMERIC_COLUMNS = frozenset({"Price", "Size", "Trades seen"})  # right-aligned
+PAD_PX, MAX_COLUMN_PX = 28, 900
+
+
+def price_rows(prices: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The latest-prices table, one row per exchange and symbol, every cell text as shown."""
+    rows = []
+    for p in prices:
+        when = p.get("time")
+        rows.append({
+            "Exchange": str(p.get("exchange", "")), "Symbol": str(p.get("symbol", "")),
+            "Price": format_decimal(p.get("price", "")), "Size": format_decimal(p.get("size", "")),
+            "Taker side": str(p.get("side", "")),
+            "Last trade (UTC)": when.strftime("%H:%M:%S.%f")[:-3] if isinstance(when, datetime) else str(when or ""),
+            "Trades seen": str(p.get("trades", "")),
+        })
+    return rows
+
+
+def alert_rows(alerts: list[dict[str, Any]]) -> list[dict[str, str]]:
+    rows = []
+    for a in alerts:
+        when = a.get("time")
+        rows.append({
+            "Window end": when.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(when, datetime) else str(when or ""),
+            "Type": str(a.get("type", "")), "Subject": str(a.get("subject", "")),
+            "Details": str(a.get("details", "")), "Alert id": str(a.get("alert_id", "")),
+        })
+    return rows
+
+
+def text_px(text: str) -> float:
+    """A generous width estimate of `text` in Streamlit's grid font (Source Sans, 14 px, measured
+    at about 7.3 px a character for lower case and digits); capitals are wider."""
+    return sum(9.5 if c.isupper() else 7.5 for c in text)
+
+
+def column_widths(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...]) -> dict[str, int]:
+    """Pixels per column: wide enough for its label and its longest cell (so nothing is cut at
+    Streamlit's default width), capped so one long text cannot push the rest out of view."""
+    widths = {}
+    for _, label in columns:
+        widest = max([text_px(label), *(text_px(r.get(label, "")) for r in rows)])
+        widths[label] = min(MAX_COLUMN_PX, round(widest) + PAD_PX)
+    return widths
