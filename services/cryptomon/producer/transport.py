@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Iterable
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidURI, PayloadTooBig
+from websockets.exceptions import InvalidState, InvalidURI, PayloadTooBig
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -119,7 +119,15 @@ class WSConnection:
         self.sock.settimeout(timeout)
 
     def send_text(self, text: str) -> None:
-        self.protocol.send_text(text.encode())
+        """Raises TransportError when the connection is closing or gone: a server may close
+        between two of our subscribe messages, and that is a reconnect, not a crash."""
+        if self._error is not None:
+            raise self._error
+        try:
+            self.protocol.send_text(text.encode())
+        except InvalidState:
+            self._error = self._closed()
+            raise self._error from None
         self._flush()
 
     def receive(self) -> list[bytes]:
