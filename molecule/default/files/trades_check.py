@@ -1,5 +1,6 @@
 """Which markets have trades in the trades topic (read from the beginning). Prints one JSON
-line {"keys": {...counts}}; exit 1 if any expected key is missing."""
+line {"keys": {...counts}}; exit 1 if any expected key is missing. An expected key
+`exchange:*` is met by any market of that exchange."""
 
 import json
 import sys
@@ -19,7 +20,15 @@ consumer.subscribe([topic])
 keys: Counter = Counter()
 bad = 0
 deadline = time.time() + 90
-while time.time() < deadline and not all(keys[k] for k in expected):
+
+
+def seen(expected_key: str) -> bool:
+    if expected_key.endswith(":*"):
+        return any(k.startswith(expected_key[:-1]) for k in keys)
+    return keys[expected_key] > 0
+
+
+while time.time() < deadline and not all(seen(k) for k in expected):
     msg = consumer.poll(1)
     if msg is None or msg.error():
         continue
@@ -31,6 +40,6 @@ while time.time() < deadline and not all(keys[k] for k in expected):
         bad += 1
     keys[key] += 1
 consumer.close()
-missing = [k for k in expected if not keys[k]]
+missing = [k for k in expected if not seen(k)]
 print(json.dumps({"keys": dict(keys), "missing": missing, "malformed": bad}))
 sys.exit(1 if missing or bad else 0)
