@@ -1,9 +1,9 @@
-"""cryptomon live dashboard (Streamlit): latest prices, spread chart, alert history.
+"""cryptomon live dashboard (Streamlit): spread matrix, best spreads, alert history, latest trades.
 
 Run through `cryptomon-dashboard` (it execs `streamlit run` on this file). One Kafka reader
 thread per server process (st.cache_resource) feeds a MarketState; a fragment re-renders from a
 snapshot of it every DASHBOARD_REFRESH_S seconds. Problems show as a status banner, never as a
-stack trace.
+stack trace. Everything shown is computed in state.py; this file only lays it out.
 """
 
 from __future__ import annotations
@@ -29,14 +29,18 @@ from cryptomon.dashboard.state import (
     PRICE_COLUMNS,
     MarketState,
     Snapshot,
+    SpreadPolicy,
+    StyledTable,
     alert_rows,
     column_widths,
+    markdown_escape,
+    matrix_table,
+    policy_caption,
     price_rows,
+    summary_table,
 )
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 from cryptomon.logging_setup import setup_logging
-
-SPREAD_WINDOW = pd.Timedelta(minutes=15)
 
 
 def _settings() -> DashboardSettings:
@@ -53,9 +57,9 @@ REFRESH_S = SETTINGS.refresh_s
 
 
 @st.cache_resource(show_spinner=False)
-def get_feed(settings: KafkaSettings, exchanges: tuple[str, str]) -> KafkaFeed:
+def get_feed(settings: KafkaSettings, policy: SpreadPolicy) -> KafkaFeed:
     """One reader per distinct configuration, shared by every browser session."""
-    return KafkaFeed(settings, MarketState(exchanges)).start()
+    return KafkaFeed(settings, MarketState(policy)).start()
 
 
 def status_banner(snap: Snapshot) -> None:
@@ -71,14 +75,68 @@ def status_banner(snap: Snapshot) -> None:
         st.warning("Topics not created yet: " + ", ".join(snap.missing_topics))
 
 
-def prices_section(snap: Snapshot) -> None:
-    st.subheader("Latest prices")
-    if not snap.prices:
-        st.caption("Waiting for trades…")
+def styled_table(table: StyledTable) -> None:
+    """A static HTML table (st.table): every column as wide as its text, nothing cut off, and
+    the per-cell CSS of state.py applied through a pandas Styler."""
+    # st.table renders cell text as Markdown; the text is escaped so it shows as computed.
+    df = pd.DataFrame([[markdown_escape(c) for c in row] for row in table.rows],
+                      columns=[markdown_escape(c) for c in table.columns])
+    css = pd.DataFrame(list(table.styles), columns=df.columns, index=df.index)
+    # No line breaks in a cell (a price split over two lines is hard to read): the Markdown
+    # container inside each cell wraps at 400 px by default.
+    nowrap = "white-space: nowrap; max-width: none"
+    styler = (df.style.apply(lambda _: css, axis=None)
+              .set_table_styles([{"selector": sel, "props": nowrap} for sel in ("th", "td", "th div", "td div")])
+              .hide(axis="index"))
+    st.table(styler, width="content", hide_index=True)
+
+
+def matrix_section(snap: Snapshot) -> None:
+    st.subheader("Spread matrix")
+    st.caption(policy_caption(snap.policy))
+    if not snap.matrix.assets:
+        st.caption("Waiting for trades in USD, USDT or USDC…")
         return
-    rows = price_rows(snap.prices)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="content",
-                 column_config=_column_config(rows, PRICE_COLUMNS))
+    styled_table(matrix_table(snap.matrix))
+
+
+def summary_section(snap: Snapshot) -> None:
+    st.subheader("Best spread per asset")
+    if not snap.matrix.assets:
+        st.caption("Waiting for prices…")
+        return
+    styled_table(summary_table(snap.matrix))
+
+
+def spread_chart_section(snap: Snapshot) -> None:
+    st.subheader("Best spread, last 15 minutes")
+    st.caption("Highest minus lowest fresh price per asset, in USD, one point per second.")
+    if not snap.spreads:
+        st.caption("Waiting for fresh prices from two exchanges…")
+        return
+    chart = (
+        alt.Chart(pd.DataFrame(snap.spreads))
+        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
+            y=alt.Y("spread_usd:Q", title="best spread (USD)"),
+            color=alt.Color("asset:N", title="asset"),
+            tooltip=["asset", alt.Tooltip("time:T", format="%H:%M:%S"), alt.Tooltip("spread_usd:Q", format=",.2f"),
+                     alt.Tooltip("spread_bps:Q", format=".2f"), "buy", "sell"],
+        )
+        .properties(height=300)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def trades_section(snap: Snapshot) -> None:
+    with st.expander("Latest trade per exchange and symbol (every quote)"):
+        if not snap.prices:
+            st.caption("Waiting for trades…")
+            return
+        rows = price_rows(snap.prices)
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="content",
+                     column_config=_column_config(rows, PRICE_COLUMNS))
 
 
 def _column_config(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -86,34 +144,6 @@ def _column_config(rows: list[dict[str, str]], columns: tuple[tuple[str, str], .
     return {label: st.column_config.TextColumn(label, width=width,
                                                alignment="right" if label in NUMERIC_COLUMNS else "left")
             for label, width in column_widths(rows, columns).items()}
-
-
-def spread_section(snap: Snapshot) -> None:
-    st.subheader("Spread")
-    st.caption(snap.spread_label)
-    if not snap.spreads:
-        st.caption("Waiting for prices from both exchanges…")
-        return
-    df = pd.DataFrame(snap.spreads)
-    df = df[df["time"] >= df["time"].max() - SPREAD_WINDOW]
-    latest = df.groupby("asset").tail(1)
-    cols = st.columns(max(1, len(latest)))
-    for col, row in zip(cols, latest.itertuples(), strict=False):
-        col.metric(f"{row.asset} spread", f"{row.spread_usd:,.2f} USD", f"{row.spread_bps:.1f} bps",
-                   delta_color="off", delta_arrow="off")
-    chart = (
-        alt.Chart(df)
-        .mark_line(point=alt.OverlayMarkDef(size=12))
-        .encode(
-            x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
-            y=alt.Y("spread_usd:Q", title="spread (USD)"),
-            color=alt.Color("asset:N", title="asset"),
-            tooltip=["asset", alt.Tooltip("time:T", format="%H:%M:%S"), alt.Tooltip("spread_usd:Q", format=",.2f"),
-                     alt.Tooltip("spread_bps:Q", format=".2f")],
-        )
-        .properties(height=320)
-    )
-    st.altair_chart(chart, width="stretch")
 
 
 def alerts_section(snap: Snapshot) -> None:
@@ -129,13 +159,12 @@ def alerts_section(snap: Snapshot) -> None:
 def render(feed: KafkaFeed) -> None:
     snap = feed.state.snapshot()
     status_banner(snap)
-    # The prices table is the wider of the two: its columns are sized to fit their content.
-    left, right = st.columns([3, 2])
-    with left:
-        prices_section(snap)
-    with right:
-        spread_section(snap)
+    # Full-width sections: the tables grow with the number of exchanges.
+    matrix_section(snap)
+    summary_section(snap)
+    spread_chart_section(snap)
     alerts_section(snap)
+    trades_section(snap)
     extra = f" · {snap.malformed} unreadable records skipped" if snap.malformed else ""
     st.caption(f"{snap.trades_seen} trades read{extra} · refreshes every {REFRESH_S:g}s")
 
@@ -152,7 +181,7 @@ def main() -> None:
     except ConfigError as exc:
         st.error(f"Configuration error: {exc}")
         return
-    feed = get_feed(settings, SETTINGS.spread_exchanges)
+    feed = get_feed(settings, SETTINGS.policy())
 
     @st.fragment(run_every=REFRESH_S)
     def live() -> None:

@@ -1,8 +1,13 @@
 """What the dashboard shows, built from Kafka records; thread-safe, no Streamlit in here.
 
-Spread policy: the spread of an asset is `price(second) - price(first)` of the two configured
-exchanges (default coinbase minus binance), only between USD-like quotes, with USDT and USDC
-treated as 1 USD (Binance trades BTC-USDT, Coinbase BTC-USD). The chart says so in its caption.
+Spread policy, the arbitrage job's (flink_jobs/arbitrage_detector.py): the asset is the base of
+a `BASE-QUOTE` symbol and every USD-like quote (USD, USDT, USDC) counts as US dollars at par,
+so binance BTC-USDT, coinbase BTC-USD and kraken BTC-USD are one asset, BTC. Any number of
+exchanges is compared. Per asset and exchange the latest USD-like trade is its price; a price
+older than the staleness limit (SpreadPolicy.stale_after_ms, 60 s by default) is shown greyed
+and left out. The best spread is the highest fresh price minus the lowest fresh one (best sell
+minus best buy), in USD and in bps of the buy price, as the job computes it; it is coloured
+against the alert threshold: green below half of it, amber below it, red at or above it.
 """
 
 from __future__ import annotations
@@ -11,18 +16,24 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
 
 from cryptomon.alerter.formatting import parse_time
 
-USD_LIKE = ("USD", "USDT", "USDC")
+USD_LIKE = ("USD", "USDT", "USDC")  # the job's default --usd-quotes
 _QUOTES = ("USDT", "USDC", "USD", "EUR", "BTC", "ETH")
-PAIR_MAX_SKEW_MS = 60_000  # prices further apart in time are not compared
-SPREAD_POINTS_MAX = 3600  # one point per second and asset: an hour
+DEFAULT_STALE_AFTER_MS = 60_000
+DEFAULT_THRESHOLD_USD = Decimal(50)  # the job's default --spread-threshold-usd
+SPREAD_POINTS_MAX = 3600  # seconds of price history kept per exchange and asset: an hour
+CHART_WINDOW_S = 900  # the spread chart shows the last 15 minutes
 ALERTS_MAX = 500
+BPS = Decimal(10_000)
+BPS_STEP = Decimal("0.01")
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
@@ -38,6 +49,211 @@ def split_symbol(symbol: str) -> tuple[str, str]:
     return s, ""
 
 
+def usd_asset(symbol: str) -> str | None:
+    """The asset a symbol prices in dollars (`BTC-USDT` -> BTC), None for other quotes (ETH-EUR)."""
+    base, quote = split_symbol(symbol)
+    return base if quote in USD_LIKE and base else None
+
+
+# --- spread policy and matrix (pure) ----------------------------------------------------------
+
+class Level(StrEnum):
+    """An asset's best spread against its alert threshold."""
+
+    NONE = "none"    # fewer than two fresh venues: no spread to judge
+    CALM = "calm"    # below half the threshold (green)
+    NEAR = "near"    # from half the threshold up to it (amber)
+    ALERT = "alert"  # at or above the threshold (red)
+
+
+@dataclass(frozen=True)
+class SpreadPolicy:
+    """How prices are compared. Tuples, not dicts, so that it can key Streamlit's cache."""
+
+    stale_after_ms: int = DEFAULT_STALE_AFTER_MS
+    threshold_usd: Decimal = DEFAULT_THRESHOLD_USD
+    thresholds: tuple[tuple[str, Decimal], ...] = ()  # per-asset overrides, (ASSET, USD)
+    exchanges: tuple[str, ...] = ()  # compare only these; empty: every exchange seen
+
+    def __post_init__(self) -> None:
+        if self.stale_after_ms <= 0:
+            raise ValueError(f"stale_after_ms: {self.stale_after_ms} is not greater than 0")
+        for asset, value in (("default", self.threshold_usd), *self.thresholds):
+            if not value.is_finite() or value <= 0:
+                raise ValueError(f"threshold of {asset}: {value} is not a positive number of dollars")
+
+    def threshold_for(self, asset: str) -> Decimal:
+        return dict(self.thresholds).get(asset.upper(), self.threshold_usd)
+
+    def compares(self, exchange: str) -> bool:
+        return not self.exchanges or exchange in self.exchanges
+
+    def level(self, spread_usd: Decimal | None, threshold_usd: Decimal) -> Level:
+        if spread_usd is None:
+            return Level.NONE
+        if spread_usd >= threshold_usd:
+            return Level.ALERT
+        return Level.NEAR if spread_usd * 2 >= threshold_usd else Level.CALM
+
+
+@dataclass(frozen=True)
+class VenuePrice:
+    """The latest USD-like trade of an asset on one exchange."""
+
+    exchange: str
+    asset: str
+    symbol: str
+    price: Decimal
+    ts_ms: int
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    venue: VenuePrice
+    age_ms: int
+    stale: bool
+    # Above the cheapest fresh price of the asset; None when stale (never compared).
+    deviation_usd: Decimal | None
+    deviation_bps: Decimal | None
+
+
+@dataclass(frozen=True)
+class AssetSpread:
+    asset: str
+    cells: Mapping[str, MatrixCell]  # by exchange
+    threshold_usd: Decimal
+    buy: VenuePrice | None   # the cheapest fresh venue
+    sell: VenuePrice | None  # the dearest other fresh venue; None with fewer than two
+    level: Level
+
+    @property
+    def spread_usd(self) -> Decimal | None:
+        return None if self.buy is None or self.sell is None else self.sell.price - self.buy.price
+
+    @property
+    def spread_bps(self) -> Decimal | None:
+        spread = self.spread_usd
+        return None if spread is None or self.buy is None else bps(spread, self.buy.price)
+
+    @property
+    def fresh_venues(self) -> tuple[str, ...]:
+        return tuple(ex for ex, c in sorted(self.cells.items()) if not c.stale)
+
+    @property
+    def stale_venues(self) -> tuple[str, ...]:
+        return tuple(ex for ex, c in sorted(self.cells.items()) if c.stale)
+
+
+@dataclass(frozen=True)
+class SpreadMatrix:
+    exchanges: tuple[str, ...]  # columns, sorted
+    assets: tuple[AssetSpread, ...]  # rows, sorted by asset
+    stale_after_ms: int
+
+
+def bps(amount: Decimal, of: Decimal) -> Decimal:
+    return (amount / of * BPS).quantize(BPS_STEP)
+
+
+def latest_per_venue(prices: Iterable[VenuePrice]) -> dict[tuple[str, str], VenuePrice]:
+    """(exchange, asset) -> its newest price (the later one in the input on equal times)."""
+    latest: dict[tuple[str, str], VenuePrice] = {}
+    for p in prices:
+        key = (p.exchange, p.asset)
+        if key not in latest or p.ts_ms >= latest[key].ts_ms:
+            latest[key] = p
+    return latest
+
+
+def pick_buy_sell(quotes: Iterable[tuple[Decimal, str]]) -> tuple[tuple[Decimal, str] | None,
+                                                              tuple[Decimal, str] | None]:
+    """(price, exchange) pairs -> (cheapest, dearest of the others). Ties go to the first
+    exchange name, as in the job, so the page does not flicker between equal venues."""
+    ordered = sorted(quotes)
+    if not ordered:
+        return None, None
+    rest = ordered[1:]
+    return ordered[0], (min(rest, key=lambda q: (-q[0], q[1])) if rest else None)
+
+
+def asset_spread(asset: str, venues: Iterable[VenuePrice], now_ms: int, policy: SpreadPolicy) -> AssetSpread:
+    """One row of the matrix: every venue's price, the stale ones flagged, the fresh ones
+    compared with the cheapest fresh one."""
+    by_exchange = {v.exchange: v for v in venues}
+    # A price stamped slightly in the future (an exchange clock ahead of ours) is simply fresh.
+    ages = {ex: max(0, now_ms - v.ts_ms) for ex, v in by_exchange.items()}
+    fresh = [(v.price, ex) for ex, v in by_exchange.items() if ages[ex] <= policy.stale_after_ms]
+    low, high = pick_buy_sell(fresh)
+    buy = by_exchange[low[1]] if low else None
+    sell = by_exchange[high[1]] if high else None
+    cells = {}
+    for ex, v in by_exchange.items():
+        stale = ages[ex] > policy.stale_after_ms
+        dev = None if stale or buy is None else v.price - buy.price
+        cells[ex] = MatrixCell(v, ages[ex], stale, dev,
+                               None if dev is None or buy is None else bps(dev, buy.price))
+    threshold = policy.threshold_for(asset)
+    spread = None if buy is None or sell is None else sell.price - buy.price
+    return AssetSpread(asset, cells, threshold, buy, sell, policy.level(spread, threshold))
+
+
+def build_matrix(prices: Iterable[VenuePrice], now_ms: int, policy: SpreadPolicy) -> SpreadMatrix:
+    """The spread matrix: a row per asset, a column per exchange seen (of those compared)."""
+    latest = [p for p in latest_per_venue(prices).values() if policy.compares(p.exchange)]
+    by_asset: dict[str, list[VenuePrice]] = {}
+    for p in latest:
+        by_asset.setdefault(p.asset, []).append(p)
+    rows = tuple(asset_spread(a, by_asset[a], now_ms, policy) for a in sorted(by_asset))
+    return SpreadMatrix(tuple(sorted({p.exchange for p in latest})), rows, policy.stale_after_ms)
+
+
+def best_spread_points(series: Mapping[tuple[str, str], Mapping[int, tuple[Decimal, int]]], stale_after_ms: int,
+                       since_s: int | None = None) -> list[dict[str, Any]]:
+    """The spread chart: per asset and second, the best spread among the venues whose last
+    price (carried forward) is at most stale_after_ms older than the newest one of that second.
+
+    series: (exchange, asset) -> {epoch second: (last price in that second, its time in ms)}.
+    Points start at since_s; the last prices before it are carried into it.
+    """
+    assets: dict[str, list[str]] = {}
+    for exchange, asset in series:
+        assets.setdefault(asset, []).append(exchange)
+    points = []
+    for asset in sorted(assets):
+        exchanges = sorted(assets[asset])
+        if len(exchanges) < 2:
+            continue
+        current: dict[str, tuple[Decimal, int]] = {}
+        seconds: set[int] = set()
+        for ex in exchanges:
+            s = series[(ex, asset)]
+            earlier = [sec for sec in s if since_s is not None and sec < since_s]
+            if earlier:
+                current[ex] = s[max(earlier)]
+            seconds.update(sec for sec in s if since_s is None or sec >= since_s)
+        for sec in sorted(seconds):
+            for ex in exchanges:
+                if sec in series[(ex, asset)]:
+                    current[ex] = series[(ex, asset)][sec]
+            point = _best_of_second(asset, sec, current, stale_after_ms)
+            if point is not None:
+                points.append(point)
+    return points
+
+
+def _best_of_second(asset: str, sec: int, current: Mapping[str, tuple[Decimal, int]],
+                    stale_after_ms: int) -> dict[str, Any] | None:
+    newest = max((ts for _, ts in current.values()), default=0)
+    low, high = pick_buy_sell((price, ex) for ex, (price, ts) in current.items() if newest - ts <= stale_after_ms)
+    if low is None or high is None:
+        return None
+    spread = high[0] - low[0]
+    return {"time": datetime.fromtimestamp(sec, UTC), "asset": asset, "spread_usd": float(spread),
+            "spread_bps": float(bps(spread, low[0])), "buy": low[1], "sell": high[1]}
+
+
+# --- the live state ---------------------------------------------------------------------------
+
 @dataclass
 class Status:
     state: str = "connecting"  # connecting | unreachable | waiting | live
@@ -48,10 +264,11 @@ class Status:
 @dataclass(frozen=True)
 class Snapshot:
     status: Status
-    prices: list[dict[str, Any]]
-    spreads: list[dict[str, Any]]
+    prices: list[dict[str, Any]]  # latest trade per exchange and symbol, any quote
+    matrix: SpreadMatrix
+    spreads: list[dict[str, Any]]  # best spread per asset and second (best_spread_points)
     alerts: list[dict[str, Any]]
-    spread_label: str
+    policy: SpreadPolicy
     trades_seen: int
     malformed: int
     missing_topics: tuple[str, ...]
@@ -59,11 +276,13 @@ class Snapshot:
 
 
 class MarketState:
-    def __init__(self, spread_exchanges: tuple[str, str] = ("binance", "coinbase")) -> None:
-        self.first, self.second = spread_exchanges
+    def __init__(self, policy: SpreadPolicy | None = None) -> None:
+        self.policy = policy or SpreadPolicy()
         self._lock = threading.Lock()
         self._prices: dict[tuple[str, str], dict[str, Any]] = {}
-        # (exchange, base asset) -> {epoch second: (last price in that second, its ts in ms)}
+        # (exchange, asset) -> the latest USD-like trade: the matrix is built from these.
+        self._venues: dict[tuple[str, str], VenuePrice] = {}
+        # (exchange, asset) -> {epoch second: (last price in that second, its ts in ms)}
         self._series: dict[tuple[str, str], dict[int, tuple[Decimal, int]]] = {}
         self._alerts: deque[dict[str, Any]] = deque(maxlen=ALERTS_MAX)
         self._alert_ids: OrderedDict[str, None] = OrderedDict()
@@ -101,12 +320,14 @@ class MarketState:
         return True
 
     def _trade(self, t: dict[str, Any]) -> None:
-        exchange, symbol = str(t["exchange"]).lower(), str(t["symbol"])
+        exchange, symbol = str(t["exchange"]).strip().lower(), str(t["symbol"]).strip()
+        if not exchange or not symbol:
+            raise ValueError("no exchange or symbol")
         price = Decimal(str(t["price"]))
         if not price.is_finite() or price <= 0:
             raise ValueError("bad price")
         ts = int(t.get("exchange_ts") or t.get("received_ts") or time.time() * 1000)
-        base, quote = split_symbol(symbol)
+        asset = usd_asset(symbol)
         with self._lock:
             self._trades += 1
             self._last_data = time.time()
@@ -120,11 +341,15 @@ class MarketState:
                 }
             else:
                 row["trades"] += 1
-            if quote not in USD_LIKE or exchange not in (self.first, self.second):
+            if asset is None or not self.policy.compares(exchange):
                 return
-            # Last price per second and exchange; the spread is derived when reading, so trades
-            # that arrive out of time order (different partitions, backfill) still line up.
-            series = self._series.setdefault((exchange, base), {})
+            # BTC-USDT and BTC-USDC on one exchange are one venue: its newest trade counts.
+            venue = self._venues.get((exchange, asset))
+            if venue is None or ts >= venue.ts_ms:
+                self._venues[(exchange, asset)] = VenuePrice(exchange, asset, symbol.upper(), price, ts)
+            # Last price per second and venue; spreads are derived when reading, so trades that
+            # arrive out of time order (different partitions, backfill) still line up.
+            series = self._series.setdefault((exchange, asset), {})
             second = ts // 1000
             prev = series.get(second)
             if prev is None or ts >= prev[1]:
@@ -148,40 +373,21 @@ class MarketState:
                                  "alert_id": alert_id})
 
     # --- reading -----------------------------------------------------------------------------
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, now_ms: int | None = None) -> Snapshot:
+        """Everything the page shows; ages (staleness) are measured at now_ms, default now."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         with self._lock:
             prices = sorted(({k: v for k, v in r.items() if not k.startswith("_")} for r in self._prices.values()),
                             key=lambda r: (r["symbol"], r["exchange"]))
-            spreads = self._spread_points()
-            alerts = sorted(self._alerts, key=lambda r: r["time"], reverse=True)
+            newest = max((max(s) for s in self._series.values() if s), default=0)
             return Snapshot(
-                status=self.status, prices=prices, spreads=spreads, alerts=alerts,
-                spread_label=f"{self.second} − {self.first} price in USD (USDT and USDC counted as 1 USD)",
+                status=self.status, prices=prices,
+                matrix=build_matrix(self._venues.values(), now_ms, self.policy),
+                spreads=best_spread_points(self._series, self.policy.stale_after_ms, newest - CHART_WINDOW_S),
+                alerts=sorted(self._alerts, key=lambda r: r["time"], reverse=True), policy=self.policy,
                 trades_seen=self._trades, malformed=self._malformed, missing_topics=self.missing_topics,
                 last_data=self._last_data,
             )
-
-
-    def _spread_points(self) -> list[dict[str, Any]]:
-        """Per asset and second: second-exchange price minus first-exchange price (forward-filled)."""
-        points = []
-        assets = sorted({base for (ex, base) in self._series if ex == self.first}
-                        & {base for (ex, base) in self._series if ex == self.second})
-        for base in assets:
-            a_series, b_series = self._series[(self.first, base)], self._series[(self.second, base)]
-            a = b = None
-            for sec in sorted(a_series.keys() | b_series.keys()):
-                a = a_series.get(sec, a)
-                b = b_series.get(sec, b)
-                if a is None or b is None or abs(a[1] - b[1]) > PAIR_MAX_SKEW_MS:
-                    continue
-                spread = b[0] - a[0]
-                mid = (a[0] + b[0]) / 2
-                points.append({"time": datetime.fromtimestamp(sec, UTC), "asset": base, "spread_usd": float(spread),
-                               "spread_bps": float(spread / mid * 10000) if mid else 0.0})
-            if len(points) > SPREAD_POINTS_MAX * len(assets):
-                break
-        return points
 
 
 def _subject(a: dict[str, Any]) -> str:
@@ -285,3 +491,128 @@ def column_widths(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ..
         widest = max([text_px(label), *(text_px(r.get(label, "")) for r in rows)])
         widths[label] = min(MAX_COLUMN_PX, round(widest) + PAD_PX)
     return widths
+
+
+# --- the spread matrix and its summary as text and CSS ----------------------------------------
+
+# Explicit text colours too, so the cells stay readable in Streamlit's dark theme.
+LEVEL_CSS = {
+    Level.CALM: "background-color: #c9ecd3; color: #0b3a1b",
+    Level.NEAR: "background-color: #ffe2a0; color: #4a3400",
+    Level.ALERT: "background-color: #f5b5b5; color: #5c0909",
+    Level.NONE: "",
+}
+STALE_CSS = "background-color: #ececec; color: #8c8c8c"
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class StyledTable:
+    """Cell text as shown and one CSS declaration list per cell ("" = unstyled)."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    styles: tuple[tuple[str, ...], ...]
+
+    def cell(self, row: int, column: str) -> str:
+        return self.rows[row][self.columns.index(column)]
+
+    def style(self, row: int, column: str) -> str:
+        return self.styles[row][self.columns.index(column)]
+
+
+def format_age(ms: int) -> str:
+    """45000 -> `45s`, 60000 -> `1m`, 125000 -> `2m 05s`, 11040000 -> `3h 04m`, 183600000 -> `2d 3h`
+    (whole seconds, rounded down; a zero second part is left out)."""
+    s = max(0, ms) // 1000
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        big, small = f"{s // 60}m", f"{s % 60:02d}s" if s % 60 else ""
+    elif s < 86400:
+        big, small = f"{s // 3600}h", f"{s // 60 % 60:02d}m" if s // 60 % 60 else ""
+    else:
+        big, small = f"{s // 86400}d", f"{s // 3600 % 24}h" if s // 3600 % 24 else ""
+    return f"{big} {small}" if small else big
+
+
+def matrix_cell_text(cell: MatrixCell | None, row: AssetSpread) -> str:
+    """`43320.5 USD · +70.4 (+16.28 bps)`: the price, its quote, and how far it is above the
+    asset's cheapest fresh price (in USD and bps of that price)."""
+    if cell is None:
+        return MISSING
+    _, quote = split_symbol(cell.venue.symbol)
+    price = f"{format_decimal(cell.venue.price)} {quote}"
+    if cell.stale:
+        return f"{price} · stale, {format_age(cell.age_ms)} old"
+    if row.sell is None:
+        return f"{price} · only fresh venue"
+    if row.buy is not None and cell.venue.exchange == row.buy.exchange:
+        return f"{price} · cheapest"
+    return f"{price} · +{format_decimal(cell.deviation_usd)} (+{format_decimal(cell.deviation_bps)} bps)"
+
+
+def matrix_cell_css(cell: MatrixCell | None, row: AssetSpread) -> str:
+    if cell is None:
+        return ""
+    return STALE_CSS if cell.stale else LEVEL_CSS[row.level]
+
+
+def matrix_table(matrix: SpreadMatrix) -> StyledTable:
+    """A row per asset, a column per exchange: the fresh cells coloured by the asset's best
+    spread against its threshold, the stale ones grey."""
+    rows, styles = [], []
+    for a in matrix.assets:
+        rows.append((a.asset, *(matrix_cell_text(a.cells.get(ex), a) for ex in matrix.exchanges)))
+        styles.append((LEVEL_CSS[a.level], *(matrix_cell_css(a.cells.get(ex), a) for ex in matrix.exchanges)))
+    return StyledTable(("Asset", *matrix.exchanges), tuple(rows), tuple(styles))
+
+
+SUMMARY_COLUMNS = ("Asset", "Best buy → best sell", "Spread USD", "Spread bps", "Threshold USD", "Venues seen")
+
+
+def _route(a: AssetSpread) -> str:
+    if a.buy is None:
+        return "no fresh price"
+    if a.sell is None:
+        return f"needs two fresh venues (only {a.buy.exchange})"
+    return (f"{a.buy.exchange} {format_decimal(a.buy.price)} → "
+            f"{a.sell.exchange} {format_decimal(a.sell.price)}")
+
+
+def _venues_seen(a: AssetSpread) -> str:
+    fresh, stale = a.fresh_venues, a.stale_venues
+    text = f"{len(fresh)} fresh: {', '.join(fresh)}" if fresh else "0 fresh"
+    return text + (f"; stale: {', '.join(stale)}" if stale else "")
+
+
+def summary_table(matrix: SpreadMatrix) -> StyledTable:
+    """Per asset: best buy → best sell, the spread in USD and bps, the threshold, the venues."""
+    rows, styles = [], []
+    for a in matrix.assets:
+        spread, spread_bps = a.spread_usd, a.spread_bps
+        rows.append((a.asset, _route(a), MISSING if spread is None else format_decimal(spread),
+                     MISSING if spread_bps is None else format_decimal(spread_bps),
+                     format_decimal(a.threshold_usd), _venues_seen(a)))
+        css = LEVEL_CSS[a.level]
+        styles.append((css, "", css, css, "", ""))
+    return StyledTable(SUMMARY_COLUMNS, tuple(rows), tuple(styles))
+
+
+def policy_caption(policy: SpreadPolicy) -> str:
+    """The matrix legend: the quote policy, what a cell says, the colours, the staleness limit."""
+    overrides = ", ".join(f"{asset} {format_decimal(usd)}" for asset, usd in policy.thresholds)
+    threshold = f"{format_decimal(policy.threshold_usd)} USD" + (f" ({overrides})" if overrides else "")
+    return (f"Per asset and exchange, the latest price (USD, USDT and USDC counted as 1 USD) and how far it is "
+            f"above the asset's cheapest fresh price, in USD and bps. Colour: the asset's best spread against "
+            f"the alert threshold {threshold}: green below half of it, amber below it, red at or above it. "
+            f"Grey: no trade for more than {format_age(policy.stale_after_ms)}, not compared.")
+
+
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~$")
+
+
+def markdown_escape(text: str) -> str:
+    """st.table renders cells as Markdown (and `$...$` as LaTeX): shown text must be escaped,
+    or an exchange called `a_b_c_` or a `$` would change what the cell says."""
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in text)
