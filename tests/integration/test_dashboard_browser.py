@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium (Debian's), fed by a real Kafka broker.
 
 Drives chromium through chromedriver's W3C WebDriver HTTP API (plain requests, no Selenium)
-and checks the rendered DOM: prices table, spread chart, alert history, and that the page
+and checks the rendered DOM: the spread matrix over three exchanges (its colours and a greyed
+stale price), the per-asset summary, the spread chart, the alert history, and that the page
 refreshes by itself. Screenshots are kept in test-artifacts/ (path printed).
 """
 
@@ -11,6 +12,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import harness
 import pytest
 import requests
 from confluent_kafka import Producer
+from cryptomon.dashboard.state import LEVEL_CSS, STALE_CSS, Level
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +46,19 @@ const chart = q('[data-testid="stVegaLiteChart"], [data-testid="stArrowVegaLiteC
   .filter(e => e.querySelector('canvas, svg'));
 const tables = q('[data-testid="stTable"]').map(e => e.innerText);
 const frames = q('[data-testid="stDataFrame"]');
+// The static tables (spread matrix, summary): per table its header and its rows, each cell's
+// text, background colour and whether its text is cut off.
+const cell = (c) => ({text: c.innerText, background: getComputedStyle(c).backgroundColor,
+                      clipped: c.scrollWidth > c.clientWidth + 1});
+const grids = q('[data-testid="stTable"]').map(t => ({
+  headers: Array.from(t.querySelectorAll('thead th')).map(c => c.innerText),
+  rows: Array.from(t.querySelectorAll('tbody tr')).map(tr => Array.from(tr.querySelectorAll('td')).map(cell)),
+}));
 return {
   text: document.body.innerText,
   chart: chart.length,
   tables: tables,
+  grids: grids,
   dataframes: frames.length,
   dataframeCanvas: frames.filter(e => e.querySelector('canvas')).length,
   dataframeCells: frames.map(e => Array.from(e.querySelectorAll('td, [role="gridcell"]')).map(c => c.innerText).join('|')),
@@ -168,8 +180,23 @@ def wait_page(browser: Browser, cond, timeout: float, what: str, dashboard: Dash
                          f"\ndashboard log:\n{dashboard.log.read_text()[-2000:]}")
 
 
-def _trade(exchange: str, symbol: str, price: float, n: int) -> dict:
-    now = int(time.time() * 1000)
+def background(css: str) -> str:
+    """`background-color: #f5b5b5; ...` -> `rgb(245, 181, 181)`, as getComputedStyle reports it."""
+    hex_colour = css.split("background-color:")[1].split(";")[0].strip().lstrip("#")
+    return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (0, 2, 4)))
+
+
+def matrix_row(state: dict, asset: str) -> list[dict]:
+    """The spread matrix's (the first static table's) row of an asset: text and colour per cell."""
+    return next(r for r in state["grids"][0]["rows"] if r and r[0]["text"] == asset)
+
+
+def matrix_headers(state: dict) -> list[str]:
+    return state["grids"][0]["headers"] if state["grids"] else []
+
+
+def _trade(exchange: str, symbol: str, price: float, n: int, age_s: float = 0) -> dict:
+    now = int((time.time() - age_s) * 1000)
     return {"exchange": exchange, "symbol": symbol, "raw_symbol": symbol.replace("-", ""), "trade_id": str(n),
             "price": f"{price:.2f}", "size": "0.015", "side": random.choice(["buy", "sell"]),
             "exchange_ts": now, "received_ts": now + 20}
@@ -195,6 +222,8 @@ def test_dashboard_renders_live_data(kafka_bootstrap: str, browser: Browser, tmp
     for topic, key, value in alerts:
         producer.produce(topic, key=key, value=json.dumps(value))
     producer.produce(trades_t, key="binance:BTC-USDT", value=b"{not json")  # must not break the page
+    # okx's only BTC trade is five minutes old: the cheapest price of all, shown greyed, never compared.
+    producer.produce(trades_t, key="okx:BTC-USDT", value=json.dumps(_trade("okx", "BTC-USDT", 43000, 0, age_s=300)))
     producer.flush(10)
 
     stop = threading.Event()
@@ -204,8 +233,12 @@ def test_dashboard_renders_live_data(kafka_bootstrap: str, browser: Browser, tmp
         while not stop.is_set():
             n += 1
             wobble = 40 * ((n % 20) - 10) / 10
+            # BTC: kraken 110-190 USD above binance, red against the default 50 USD threshold;
+            # ETH: at most 7 USD apart, green (below 25).
             for exchange, symbol, price in (("binance", "BTC-USDT", 43250 + wobble), ("coinbase", "BTC-USD", 43310),
-                                            ("binance", "ETH-USDT", 2250 + wobble / 10), ("coinbase", "ETH-USD", 2253)):
+                                            ("kraken", "BTC-USD", 43400),
+                                            ("binance", "ETH-USDT", 2250 + wobble / 10), ("coinbase", "ETH-USD", 2253),
+                                            ("kraken", "ETH-USD", 2252)):
                 producer.produce(trades_t, key=f"{exchange}:{symbol}", value=json.dumps(_trade(exchange, symbol, price, n)))
             producer.poll(0)
             stop.wait(0.25)
@@ -217,16 +250,33 @@ def test_dashboard_renders_live_data(kafka_bootstrap: str, browser: Browser, tmp
                            "KAFKA_ALERTS_TOPIC": alerts_t, "KAFKA_ARBITRAGE_TOPIC": arb_t}, tmp_path)
     try:
         browser.get(dashboard.url)
-        # Both tables are data grids (columns sized to their content); their cells are mirrored
-        # into an accessible table, which is what is read here.
-        state = wait_page(browser, lambda s: s["chart"] >= 1 and s["dataframeCanvas"] >= 2 and any(
-            "BTC-USD" in t and "ETH-USDT" in t for t in s["dataframeCells"]), 90, "chart and tables", dashboard)
-        prices = next(t for t in state["dataframeCells"] if "ETH-USDT" in t)
-        for want in ("binance", "coinbase", "BTC-USDT", "BTC-USD", "ETH-USD", "ETH-USDT"):
-            assert want in prices
+        # The spread matrix and the summary are static HTML tables (st.table); the alert history is
+        # a data grid whose cells are mirrored into an accessible table, which is what is read there.
+        def matrix_ready(s: dict) -> bool:
+            return (s["chart"] >= 1 and s["dataframeCanvas"] >= 1 and len(s["tables"]) >= 2
+                    and all(ex in matrix_headers(s) for ex in ("binance", "coinbase", "kraken", "okx"))
+                    and any("kraken" in t and "→" in t for t in s["tables"]))
+
+        state = wait_page(browser, matrix_ready, 90, "the spread matrix, its summary, the chart and the alerts",
+                          dashboard)
+        matrix, summary = state["tables"][0], state["tables"][1]
+        assert matrix_headers(state) == ["Asset", "binance", "coinbase", "kraken", "okx"]  # a column per exchange
+        red, green, grey = (background(LEVEL_CSS[Level.ALERT]), background(LEVEL_CSS[Level.CALM]),
+                            background(STALE_CSS))
+        btc, eth = matrix_row(state, "BTC"), matrix_row(state, "ETH")
+        # BTC: kraken is the best sell, coloured red with the rest of the row; okx's stale price is grey.
+        assert [c["background"] for c in btc] == [red, red, red, red, grey], btc
+        assert btc[1]["text"].endswith("USDT · cheapest") and "43400 USD · +" in btc[3]["text"]
+        assert btc[4]["text"].startswith("43000 USDT · stale, ")
+        assert [c["background"] for c in eth[:4]] == [green] * 4 and eth[4]["text"] == "–", eth
+        assert "binance " in summary and "→ kraken 43400" in summary and "stale: okx" in summary
+        assert "→ okx" not in summary and "okx 43000" not in summary  # the stale price never counts
+        clipped = [c["text"] for g in state["grids"] for r in g["rows"] for c in r if c["clipped"]]
+        assert not clipped, f"cut-off table cells: {clipped}"
         assert "Waiting for data" not in state["text"] and "Kafka unreachable" not in state["text"]
-        assert "BTC spread" in state["text"] and "USDT" in state["text"]  # the USDT≈USD policy is labelled
+        assert "USDT and USDC counted as 1 USD" in state["text"]  # the USDT≈USD policy is labelled
         assert "unreadable records skipped" in state["text"]
+        assert not re.search(r"\.[0-9]*0(?![0-9])", matrix), matrix  # prices without trailing zeros
 
         # Refreshed by itself: the trade counter moves on without a reload.
         def trades_read(s: dict) -> int:
@@ -280,7 +330,8 @@ def test_dashboard_waits_for_topics_then_shows_data(kafka_bootstrap: str, browse
         producer.flush(10)
         producer.close()
         # Prices are shown without trailing zeros: the trade's "101.50" is 101.5.
-        wait_page(browser, lambda s: any("SOL-USD" in t and "101.5" in t for t in s["dataframeCells"]), 60,
-                  "the late trade", dashboard)
+        state = wait_page(browser, lambda s: any("SOL" in t and "101.5 USD" in t for t in s["tables"]), 60,
+                          "the late trade", dashboard)
+        assert "101.50" not in state["tables"][0] and matrix_headers(state) == ["Asset", "coinbase"]
     finally:
         dashboard.stop()
