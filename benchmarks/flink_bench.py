@@ -167,7 +167,8 @@ def throughput(cluster: harness.FlinkCluster, bootstrap: str, job: str, n: int, 
     processed = (last - first) / 1000 * EVENT_RATE
     return {"job": job, "parallelism": parallelism, "keys": len(data.keys), "trades_loaded": n,
             "load_rate": round(load_rate), "alerts": alerts, "windows_measured": len(ends) - 1,
-            "trades_measured": int(processed), "wall_s": round(wall_s, 2), "trades_per_s": round(processed / wall_s), "job_id": job_id}
+            "trades_measured": int(processed), "wall_s": round(wall_s, 2), "trades_per_s": round(processed / wall_s),
+            "job_id": job_id}
 
 
 def latency(cluster: harness.FlinkCluster, bootstrap: str, job: str, guarantee: str, seconds: int,

@@ -277,12 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "kafka" in parts:
             fetch_kafka(cache, args.kafka_source)
-            fetch_wheels(cache, "kafka-admin", REPO / "roles" / "kafka_admin" / "files" / "requirements-kafka-admin.txt")
+            fetch_wheels(cache, "kafka-admin",
+                         REPO / "roles" / "kafka_admin" / "files" / "requirements-kafka-admin.txt")
         if "flink" in parts:
             fetch_connector(cache)
             fetch_wheels(cache, "flink", REPO / "roles" / "flink" / "files" / "requirements-flink.txt")
         if "services" in parts and (REPO / "services" / "pyproject.toml").exists():
-            fetch_wheels(cache, "services", REPO / "roles" / "cryptomon_services" / "files" / "requirements-services.txt")
+            fetch_wheels(cache, "services",
+                         REPO / "roles" / "cryptomon_services" / "files" / "requirements-services.txt")
             build_services_wheel(cache)
     except ArtifactError as exc:
         print(f"[artifacts] ERROR: {exc}", file=sys.stderr)

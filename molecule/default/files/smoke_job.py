@@ -31,7 +31,8 @@ def shout(text: str) -> str:  # runs in the Python worker: proves the venv inter
 
 
 env.create_temporary_system_function("shout", shout)
-for name, topic, extra in (("src", source, "'scan.startup.mode' = 'earliest-offset', 'properties.group.id' = 'verify-smoke',"),
+for name, topic, extra in (("src", source,
+                            "'scan.startup.mode' = 'earliest-offset', 'properties.group.id' = 'verify-smoke',"),
                            ("dst", sink, "")):
     env.execute_sql(f"""
         CREATE TABLE {name} (msg STRING) WITH (

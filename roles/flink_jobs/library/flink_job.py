@@ -108,14 +108,20 @@ options:
     type: path
     default: flink
   flink_env:
-    description: Environment for C(flink) (C(FLINK_HOME), C(FLINK_CONF_DIR), C(FLINK_LIB_DIR), C(JAVA_HOME), C(PATH) ...).
+    description:
+      - Environment for C(flink) (C(FLINK_HOME), C(FLINK_CONF_DIR), C(FLINK_LIB_DIR), C(JAVA_HOME),
+        C(PATH) ...).
     type: dict
     default: {}
   pyexec:
-    description: Python interpreter with apache-flink, used for the driver and the Python workers (C(-pyclientexec), C(-pyexec)).
+    description:
+      - Python interpreter with apache-flink, used for the driver and the Python workers
+        (C(-pyclientexec), C(-pyexec)).
     type: path
   savepoint_dir:
-    description: Target directory of savepoints (a URI such as C(file:///var/lib/flink/savepoints)); the cluster's C(state.savepoints.dir) when omitted.
+    description:
+      - Target directory of savepoints (a URI such as C(file:///var/lib/flink/savepoints)); the
+        cluster's C(state.savepoints.dir) when omitted.
     type: str
   state_dir:
     description: Directory of the C(<name>.state.json) file; no state file is kept when omitted.
@@ -125,7 +131,9 @@ options:
     type: bool
     default: true
   restore_from:
-    description: Savepoint or retained checkpoint to start from on a fresh submission; takes precedence over the pending savepoint.
+    description:
+      - Savepoint or retained checkpoint to start from on a fresh submission; takes precedence over
+        the pending savepoint.
     type: str
   checkpoint_dir:
     description:
@@ -207,7 +215,9 @@ action:
   type: str
   choices: [none, submitted, upgraded, stopped]
 job_id:
-  description: Id of the job running at I(version) afterwards (C(null) after state=absent or in check mode before a submission).
+  description:
+    - Id of the job running at I(version) afterwards (C(null) after state=absent or in check mode
+      before a submission).
   returned: always
   type: str
 job_name:
@@ -666,7 +676,8 @@ class Flink:
             else:
                 since = None
             if time.time() >= deadline:
-                raise FlinkJobError(f"job {job_id} not running after {timeout}s (state {state}):\n{summarize_exceptions(self.exceptions(job_id))}")
+                history = summarize_exceptions(self.exceptions(job_id))
+                raise FlinkJobError(f"job {job_id} not running after {timeout}s (state {state}):\n{history}")
             time.sleep(1)
 
 
@@ -747,8 +758,8 @@ def submit(module, params, flink_name, savepoint):
     if params.get("run_as"):
         kwargs = drop_privileges(params["run_as"], env)
     try:
-        res = subprocess.run(cmd, env=env, capture_output=True, timeout=params["submit_timeout"], text=True, check=False,
-                             **kwargs)
+        res = subprocess.run(cmd, env=env, capture_output=True, timeout=params["submit_timeout"], text=True,
+                             check=False, **kwargs)
     except subprocess.TimeoutExpired:
         raise FlinkJobError(f"flink run did not return within {params['submit_timeout']}s") from None
     except OSError as exc:
@@ -840,7 +851,8 @@ def run_module():
             result["job_id"] = decision["keep"]["jid"]
         pending = saved.get("pending_savepoint")
         if p["state"] == "running":
-            after = {"job_id": result["job_id"] or "(new job)", "state": "RUNNING", "version": short_version(p["version"])}
+            after = {"job_id": result["job_id"] or "(new job)", "state": "RUNNING",
+                     "version": short_version(p["version"])}
         else:
             after = describe(None)
         if module._diff:
@@ -893,8 +905,8 @@ def run_module():
             actual = flink.job(job_id).get("name")
             if actual != flink_name:
                 flink.cancel(job_id, p["savepoint_timeout"])
-                raise FlinkJobError(f"the submitted job is named {actual!r}, not {flink_name!r}: the job code must not set its "
-                                    f"own name (pipeline.name / execute(name)); job {job_id} cancelled")
+                raise FlinkJobError(f"the submitted job is named {actual!r}, not {flink_name!r}: the job code must "
+                                    f"not set its own name (pipeline.name / execute(name)); job {job_id} cancelled")
             flink.wait_started(job_id, p["start_timeout"], p["settle_seconds"])
             saved.update(name=name, version=p["version"], job_id=job_id, job_name=flink_name,
                          submitted_time=int(time.time()), restored_from=start_from)

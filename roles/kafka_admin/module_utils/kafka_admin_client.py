@@ -53,7 +53,8 @@ class ClientErrors:
                     "cluster's SCRAM credential)")
         elif "ssl handshake" in low or "certificate verify failed" in low:
             hint = " (TLS: check ssl_ca_location and the broker certificate's SANs)"
-        elif "disconnected while requesting apiversion" in low or "might be caused by incorrect security.protocol" in low:
+        elif ("disconnected while requesting apiversion" in low
+              or "might be caused by incorrect security.protocol" in low):
             hint = (f" (security_protocol={params.get('security_protocol')} does not match the "
                     "listener at this address)")
         return f"; last client error: {text}{hint}"

@@ -107,7 +107,8 @@ class CoinbaseReplay(ReplayServer):
         except ValueError:
             return self._error(conn, "Failed to parse message", "malformed JSON")
         if not isinstance(req, dict) or req.get("type") not in ("subscribe", "unsubscribe"):
-            return self._error(conn, "Failed to subscribe", f"unknown type {req.get('type') if isinstance(req, dict) else req!r}")
+            got = req.get("type") if isinstance(req, dict) else req
+            return self._error(conn, "Failed to subscribe", f"unknown type {got!r}")
         self.subscribe_requests.append(req)
         default_products = req.get("product_ids", [])
         wanted: list[tuple[str, list[str]]] = []

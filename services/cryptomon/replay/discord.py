@@ -113,13 +113,15 @@ def validate_payload(payload: Any) -> dict[str, Any] | None:
                 _put(errors, [*base, "color"], _err("NUMBER_TYPE_MAX", "int value should be <= 16777215."))
             ts = embed.get("timestamp")
             if ts is not None and not _is_iso8601(ts):
-                _put(errors, [*base, "timestamp"], _err("DATE_TIME_TYPE_PARSE", f"Could not parse {ts}. Should be ISO8601."))
+                _put(errors, [*base, "timestamp"],
+                     _err("DATE_TIME_TYPE_PARSE", f"Could not parse {ts}. Should be ISO8601."))
             fields = embed.get("fields") or []
             if not isinstance(fields, list):
                 _put(errors, [*base, "fields"], _err("BASE_TYPE_LIST", "Must be a list."))
                 fields = []
             if len(fields) > FIELDS_MAX:
-                _put(errors, [*base, "fields"], _err("BASE_TYPE_MAX_LENGTH", f"Must be {FIELDS_MAX} or fewer in length."))
+                _put(errors, [*base, "fields"],
+                     _err("BASE_TYPE_MAX_LENGTH", f"Must be {FIELDS_MAX} or fewer in length."))
             for j, fld in enumerate(fields):
                 fpath = [*base, "fields", str(j)]
                 if not isinstance(fld, dict):
@@ -128,7 +130,8 @@ def validate_payload(payload: Any) -> dict[str, Any] | None:
                 total += max_len([*fpath, "name"], fld.get("name"), FIELD_NAME_MAX, required=True)
                 total += max_len([*fpath, "value"], fld.get("value"), FIELD_VALUE_MAX, required=True)
         if total > EMBED_TOTAL_MAX:
-            _put(errors, ["embeds"], _err("MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {EMBED_TOTAL_MAX}"))
+            _put(errors, ["embeds"],
+                 _err("MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {EMBED_TOTAL_MAX}"))
     return errors or None
 
 
