@@ -62,7 +62,8 @@ def run_module(tmp: Path, args: dict, check: bool = False) -> dict:
     res = subprocess.run(cmd, env=_ansible_env(tmp), cwd=tmp, capture_output=True, text=True, timeout=600,
                          check=False)
     if not out.exists():
-        raise AssertionError(f"ansible-playbook failed (rc={res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+        raise AssertionError(f"ansible-playbook failed (rc={res.returncode}):\n"
+                             f"{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
     return json.loads(out.read_text())
 
 
@@ -226,6 +227,7 @@ def test_role_converges_idempotently_and_submits_one_job(flink_clean, tmp_path):
     only = converge(tmp_path, "--tags", "jobs", "-e", "flink_jobs_only=counter_b",
                     "-e", '{"flink_jobs_env": {"COUNTER_SETTING": "2"}}')
     assert list(only["jobs"]) == ["counter_b"] and only["jobs"]["counter_b"]["action"] == "upgraded"
-    running = {j["name"].split("@")[0]: j["jid"] for j in flink.rest("/jobs/overview")["jobs"] if j["state"] == "RUNNING"}
+    running = {j["name"].split("@")[0]: j["jid"]
+               for j in flink.rest("/jobs/overview")["jobs"] if j["state"] == "RUNNING"}
     assert running["counter_a"] == first["jobs"]["counter_a"]["job_id"]
     assert running["counter_b"] == only["jobs"]["counter_b"]["job_id"]

@@ -95,7 +95,8 @@ def converge(c: dict, extra: dict | None = None, *flags: str) -> dict:
     try:
         out = json.loads(res.stdout)
     except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook output is not JSON (rc {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        pytest.fail(f"ansible-playbook output is not JSON (rc {res.returncode}):\n"
+                    f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     out["raw"] = res.stdout
     return out
 

@@ -136,7 +136,8 @@ def test_a_venue_silently_ignoring_subscriptions_above_a_limit_is_resharded(capl
     shards, every market served."""
     symbols = [f"{a}/USD" for a in listing.ASSETS[:30]]
     with KrakenReplay(symbols, max_symbols=20) as srv:
-        config = ProducerConfig.from_env("kraken", {"KRAKEN_SYMBOLS": ",".join(symbols), "KRAKEN_STREAM_URL": srv.url + "/v2",
+        config = ProducerConfig.from_env("kraken", {"KRAKEN_SYMBOLS": ",".join(symbols),
+                                                    "KRAKEN_STREAM_URL": srv.url + "/v2",
                                                     "PRODUCER_STREAMS_PER_CONNECTION": "30", **FAST,
                                                     "PRODUCER_ACK_TIMEOUT_S": "1"})
         feed = Feed(config, KrakenAdapter)
@@ -248,13 +249,14 @@ def test_a_pattern_that_matches_nothing_is_one_line_and_exit_2():
                                   "BINANCE_REST_URL": srv.url.replace("ws://", "http://")})
     assert res.returncode == 2, res.stderr
     errors = [line for line in res.stderr.splitlines() if "configuration error" in line]
-    assert len(errors) == 1 and re.search(r"BINANCE_SYMBOLS: '\*XYZ' matches none of the \d{3} trading markets of binance",
-                                          errors[0]), res.stderr
+    assert len(errors) == 1 and re.search(r"BINANCE_SYMBOLS: '\*XYZ' matches none of the \d{3} "
+                                          r"trading markets of binance", errors[0]), res.stderr
     assert "Traceback" not in res.stderr
 
 
 def test_the_replay_cli_offers_the_registry_exchanges():
-    res = subprocess.run([sys.executable, "-m", "cryptomon.replay", "nasdaq"], env={**os.environ, "PYTHONPATH": str(SERVICES)},
+    res = subprocess.run([sys.executable, "-m", "cryptomon.replay", "nasdaq"],
+                         env={**os.environ, "PYTHONPATH": str(SERVICES)},
                          capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 2 and "invalid choice: 'nasdaq'" in res.stderr
     assert all(name in res.stderr for name in exchange_names(real_only=True)) and "mock" not in res.stderr

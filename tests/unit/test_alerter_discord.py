@@ -171,5 +171,6 @@ def test_processor_skips_bad_input_and_duplicates(fake: FakeDiscord) -> None:
 def test_log_only_mode_posts_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     proc = AlertProcessor(None, SentIds())
-    assert proc.handle(b'{"alert_id":"l1","type":"volume_anomaly","symbol":"ETH-USD","exchange":"kraken","volume":"9"}', "t") is Outcome.LOGGED
+    alert = b'{"alert_id":"l1","type":"volume_anomaly","symbol":"ETH-USD","exchange":"kraken","volume":"9"}'
+    assert proc.handle(alert, "t") is Outcome.LOGGED
     assert "log-only" in caplog.text and "ETH-USD" in caplog.text

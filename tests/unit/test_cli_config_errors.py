@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 WEBHOOK = "https://discord.com/api/webhooks/1/sEcReT-token"
 
 
-def run(module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess:
+def run(module: str, args: list[str], env: dict[str, str], cwd: Path,
+        timeout: float = 30) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DISCORD_", "KAFKA_", "ALERTER_", "DASHBOARD_", "BINANCE_", "COINBASE_", "KRAKEN_",
                                   "OKX_", "BYBIT_", "PRODUCER_", "MOCK_", "CRYPTOMON_", "STATE_DIRECTORY",

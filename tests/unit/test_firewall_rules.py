@@ -23,7 +23,8 @@ IP = {"kctl-1": "10.0.1.11", "kctl-2": "10.0.1.12", "kctl-3": "10.0.1.13", "kbrk
 def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("nft")
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
+    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
+                          "-i", str(REPO / "inventory" / "example"),
                           str(PLAYBOOK), "-e", f"render_out={out}", "-e", "cryptomon_firewall=true"],
                          env=env, capture_output=True, text=True, cwd=REPO, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

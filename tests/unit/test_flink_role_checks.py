@@ -28,8 +28,9 @@ def run(tmp_path: Path, extra: dict) -> dict:
     book.write_text(PLAY)
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
            "ANSIBLE_ROLES_PATH": str(REPO / "roles")}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
-                          str(book), "--check", "-e", json.dumps({"ansible_python_interpreter": sys.executable, **extra})],
+    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
+                          "-i", str(REPO / "inventory" / "example"), str(book), "--check",
+                          "-e", json.dumps({"ansible_python_interpreter": sys.executable, **extra})],
                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
     return json.loads(res.stdout)
 

@@ -116,7 +116,8 @@ def test_sandbox_inventory_combined_mode(tmp_path):
     [
         ("all:\n  children:\n    kafka:\n      children:\n        kafka_controller:\n          hosts: {a: , b: }\n"
          "        kafka_broker:\n          hosts: {a: , b: }\n", "use an odd number"),
-        ("all:\n  children:\n    kafka:\n      children:\n        kafka_controller:\n          hosts: {a: {kafka_node_id: 1}}\n"
+        ("all:\n  children:\n    kafka:\n      children:\n        kafka_controller:\n"
+         "          hosts: {a: {kafka_node_id: 1}}\n"
          "        kafka_broker:\n          hosts: {b: {kafka_node_id: 1}}\n", "Duplicate kafka_node_id"),
     ],
 )

@@ -26,9 +26,11 @@ def test_ca_file_and_password_file_reach_the_client_config(tmp_path):
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"KAFKA_PASSWORD_FILE": "/nonexistent/kafka-password"}, r"KAFKA_PASSWORD_FILE: cannot read '/nonexistent/kafka-password'"),
+    ({"KAFKA_PASSWORD_FILE": "/nonexistent/kafka-password"},
+     r"KAFKA_PASSWORD_FILE: cannot read '/nonexistent/kafka-password'"),
     ({"KAFKA_PASSWORD_FILE": "{secret}", "KAFKA_PASSWORD": "x"}, "not both"),
-    ({"KAFKA_PASSWORD": "x", "KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.crt"}, "KAFKA_SSL_CA_LOCATION: '/nonexistent/ca.crt' is not a readable file"),
+    ({"KAFKA_PASSWORD": "x", "KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.crt"},
+     "KAFKA_SSL_CA_LOCATION: '/nonexistent/ca.crt' is not a readable file"),
     ({"KAFKA_PASSWORD_FILE": "{empty}"}, "is empty"),
     ({"KAFKA_PASSWORD_FILE": "{binary}"}, "is not UTF-8 text"),
 ])

@@ -140,7 +140,8 @@ def test_operator_certificates_are_checked_then_installed_as_they_are(tmp_path):
     assert "node-a:" in msg and "DNS:node-a.example" in msg and "IP:10.1.2.3" in msg
 
     other = TestCA(tmp_path / "other-ca", name="Someone else").issue("node-a", ["node-a", "node-a.example", "10.1.2.3"])
-    stranger = run(tmp_path, {**byo, "cryptomon_tls_host_cert": str(other.cert), "cryptomon_tls_host_key": str(other.key)})
+    stranger = run(tmp_path, {**byo, "cryptomon_tls_host_cert": str(other.cert),
+                              "cryptomon_tls_host_key": str(other.key)})
     assert any("is not signed by" in m for m in messages(stranger)), messages(stranger)
 
     mismatched = run(tmp_path, {**byo, "cryptomon_tls_host_key": str(narrow.key)})

@@ -194,7 +194,8 @@ def test_coinbase_sequence_gap_and_out_of_order_are_counted():
 def test_coinbase_heartbeat_subscriptions_and_error():
     a = coinbase()
     a.subscribe_messages()
-    assert sent(a) == [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["matches", "heartbeat"]}]
+    assert sent(a) == [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
+                        "channels": ["matches", "heartbeat"]}]
     before = a.last_activity
     assert a.handle(frame(CB["heartbeat"]), RECV) == ()
     assert a.last_activity >= before
@@ -386,7 +387,8 @@ def test_okx_bad_frames_are_counted(bad, counter):
 
 
 def test_okx_instruments_listing_live_spot_only():
-    assert OkxAdapter.parse_listing(OK["instruments"]) == [Market("BTC-USDT", "BTC-USDT"), Market("ETH-USDC", "ETH-USDC")]
+    assert OkxAdapter.parse_listing(OK["instruments"]) == [Market("BTC-USDT", "BTC-USDT"),
+                                                           Market("ETH-USDC", "ETH-USDC")]
     with pytest.raises(ValueError):
         OkxAdapter.parse_listing({"code": "50011", "msg": "Too Many Requests", "data": []})
 
@@ -447,7 +449,8 @@ def test_bybit_bad_frames_are_counted(bad, counter):
 
 
 def test_bybit_instruments_listing_trading_only():
-    assert BybitAdapter.parse_listing(BY["instruments"]) == [Market("BTCUSDT", "BTC-USDT"), Market("ETHUSDC", "ETH-USDC")]
+    assert BybitAdapter.parse_listing(BY["instruments"]) == [Market("BTCUSDT", "BTC-USDT"),
+                                                             Market("ETHUSDC", "ETH-USDC")]
 
 
 # --- REST symbol lists of Binance and Coinbase -----------------------------------------
