@@ -61,7 +61,8 @@ return {
   grids: grids,
   dataframes: frames.length,
   dataframeCanvas: frames.filter(e => e.querySelector('canvas')).length,
-  dataframeCells: frames.map(e => Array.from(e.querySelectorAll('td, [role="gridcell"]')).map(c => c.innerText).join('|')),
+  dataframeCells: frames.map(
+    e => Array.from(e.querySelectorAll('td, [role="gridcell"]')).map(c => c.innerText).join('|')),
   exceptions: q('[data-testid="stException"]').map(e => e.innerText),
 };
 """
@@ -239,7 +240,8 @@ def test_dashboard_renders_live_data(kafka_bootstrap: str, browser: Browser, tmp
                                             ("kraken", "BTC-USD", 43400),
                                             ("binance", "ETH-USDT", 2250 + wobble / 10), ("coinbase", "ETH-USD", 2253),
                                             ("kraken", "ETH-USD", 2252)):
-                producer.produce(trades_t, key=f"{exchange}:{symbol}", value=json.dumps(_trade(exchange, symbol, price, n)))
+                producer.produce(trades_t, key=f"{exchange}:{symbol}",
+                                 value=json.dumps(_trade(exchange, symbol, price, n)))
             producer.poll(0)
             stop.wait(0.25)
         producer.flush(10)
