@@ -95,6 +95,9 @@ class Adapter(ABC):
         self.stats = Stats()
         self.log = logging.getLogger(f"cryptomon.producer.{self.exchange}")
         self.warn = RateLimitedLog(self.log)
+        # When the trade count last grew (monotonic): noted off the hot path by note_trades.
+        self._trades_seen = 0
+        self._last_trade_at = time.monotonic()
 
     @classmethod
     @abstractmethod
@@ -112,6 +115,17 @@ class Adapter(ABC):
     def markets(self) -> list[str]:
         """Normalized symbols this adapter produces (for the start-up log line)."""
         return []
+
+    def note_trades(self, now: float) -> float:
+        """Seconds since the trade count last grew (until the first trade: since start).
+
+        Called a few times a second by the run loop and at every metrics scrape, never per
+        trade: the hot path only increments stats.trades."""
+        trades = self.stats.trades
+        if trades != self._trades_seen:
+            self._trades_seen = trades
+            self._last_trade_at = now
+        return max(0.0, now - self._last_trade_at)
 
     def _bad(self, kind: str, what: str, frame: str | bytes) -> tuple[()]:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)

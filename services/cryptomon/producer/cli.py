@@ -17,6 +17,7 @@ from cryptomon.logging_setup import setup_logging
 
 from .base import Adapter, WebSocketAdapter
 from .config import ProducerConfig, load_env
+from .metrics import new_latency, start_metrics
 from .registry import adapter_class, exchange_names
 from .sink import FatalKafkaError, KafkaSink, StdoutSink
 
@@ -58,12 +59,30 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     adapter = make_adapter(config)
+    latency = new_latency(config.metrics)
     if args.stdout:
         sink: KafkaSink | StdoutSink = StdoutSink()
     else:
-        sink = KafkaSink(config.kafka, client_id=f"cryptomon-producer-{config.exchange}")
+        sink = KafkaSink(config.kafka, client_id=f"cryptomon-producer-{config.exchange}",
+                         on_stats=latency.update if latency is not None else None)
         log.info("kafka %s topic=%s", config.kafka.redacted(), config.kafka.trades_topic)
-    log.info("starting %s producer for %s", config.exchange, ", ".join(adapter.markets()))
+    try:
+        # Up before Kafka is: a producer waiting for its topic is worth seeing on a dashboard.
+        metrics = start_metrics(config.metrics, config.exchange, adapter, sink, latency)
+    except ConfigError as exc:
+        print(f"cryptomon-producer: configuration error: {exc}", file=sys.stderr)
+        sink.close(0)
+        return 2
+    log.info("starting %s producer for %s; metrics %s", config.exchange, ", ".join(adapter.markets()),
+             config.metrics.describe())
+    try:
+        return _run(adapter, sink, stop)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _run(adapter: Adapter, sink: KafkaSink | StdoutSink, stop: threading.Event) -> int:
     if not sink.wait_ready(stop):
         return 0
     fatal = threading.Event()

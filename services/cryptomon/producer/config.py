@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptomon.cli_args import check_file_location
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
+from cryptomon.metrics import MetricsSettings
 
 from .schema import is_symbol
 from .symbols import SymbolSet
@@ -240,6 +241,7 @@ class ProducerConfig:
     backoff_max_s: float = 30.0
     ack_timeout_s: float = 10.0
     stats_interval_s: float = 60.0
+    metrics: MetricsSettings = MetricsSettings()  # METRICS_PORT / METRICS_ADDRESS
 
     @property
     def feed(self) -> FeedSettings:
@@ -276,4 +278,5 @@ class ProducerConfig:
             backoff_max_s=backoff_max,
             ack_timeout_s=number(env, "PRODUCER_ACK_TIMEOUT_S", cls.ack_timeout_s),
             stats_interval_s=number(env, "PRODUCER_STATS_INTERVAL_S", cls.stats_interval_s),
+            metrics=MetricsSettings.from_env(env),
         )

@@ -271,6 +271,7 @@ class Feed(Adapter):
             while not stop.wait(0.2):
                 self._check_capacity()
                 now = time.monotonic()
+                self.note_trades(now)  # the last trade's age for /metrics, to within this tick
                 if patterns and now >= self._next_refresh:
                     self.refresh()
                 if now >= next_stats:

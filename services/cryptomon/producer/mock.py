@@ -103,6 +103,7 @@ class MockAdapter(Adapter):
             for trade in self.next_trades(now - self._started):
                 self.stats.trades += 1
                 emit(trade)
+            self.note_trades(now)
             next_round += interval
             if now - next_round > 1.0:  # fell behind (e.g. suspended): do not burst to catch up
                 next_round = now

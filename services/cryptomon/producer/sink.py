@@ -6,6 +6,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -44,10 +45,14 @@ class StdoutSink:
 
 
 class KafkaSink:
-    def __init__(self, settings: KafkaSettings, client_id: str, extra: dict | None = None) -> None:
+    def __init__(self, settings: KafkaSettings, client_id: str, extra: dict | None = None, *,
+                 on_stats: Callable[[str], None] | None = None, stats_interval_s: float = 10.0) -> None:
+        """`on_stats`: receives librdkafka's statistics JSON every `stats_interval_s` (on the
+        poller thread); None keeps statistics off."""
         self.settings = settings
         self.topic = settings.trades_topic
         self.failed = 0
+        self.buffer_full = 0  # produce() found the local queue full and waited
         self.fatal: KafkaError | None = None
         self._errors_logged: dict[int, float] = {}
         self._closing = threading.Event()
@@ -73,6 +78,11 @@ class KafkaSink:
             # librdkafka would print every failed connect attempt; error_cb logs them rate-limited.
             "log_level": 2,
         }
+        if on_stats is not None:
+            # librdkafka measures every message's latency itself (HdrHistogram windows): the
+            # hot path pays nothing, one JSON document per interval is parsed off it.
+            conf["statistics.interval.ms"] = max(1, int(stats_interval_s * 1000))
+            conf["stats_cb"] = on_stats
         conf.update(extra or {})
         self._producer = Producer(conf)
         self._produce = self._producer.produce
@@ -136,6 +146,7 @@ class KafkaSink:
             self._produce(self.topic, value, key)
         except BufferError:
             # Local queue full (broker slow or away): wait for deliveries, then retry once more.
+            self.buffer_full += 1
             while True:
                 self._poll(0.1)
                 if self.fatal is not None:
@@ -145,6 +156,10 @@ class KafkaSink:
                     break
                 except BufferError:
                     continue
+
+    def queue_length(self) -> int:
+        """Messages produced but not yet delivered (queued, in flight or awaiting their report)."""
+        return len(self._producer)
 
     def start_poller(self, on_fatal: threading.Event | None = None) -> None:
         """Serve delivery and error callbacks from a background thread, so the hot path
