@@ -26,9 +26,11 @@ from cryptomon.alerter.discord import (
     WebhookDead,
 )
 from cryptomon.alerter.formatting import send_test_payload
+from cryptomon.alerter.metrics import AlerterMetrics, ConsumerLag
 from cryptomon.alerter.service import AlertProcessor, run_kafka, run_stdin
 from cryptomon.cli_args import OneLineParser, log_level, positive_float
 from cryptomon.logging_setup import setup_logging
+from cryptomon.metrics import MetricsServer, new_registry, start
 
 log = logging.getLogger("cryptomon.alerter")
 
@@ -96,11 +98,19 @@ def cmd_run(config: AlerterConfig, use_stdin: bool) -> int:
             client.close()
         return EXIT_CONFIG
     processor = AlertProcessor(client, sent, config.username, max_age_s=config.max_alert_age_s)
+    lag = None if use_stdin else ConsumerLag()
+    try:
+        metrics = _start_metrics(config, processor, client, lag)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        if client is not None:
+            client.close()
+        return EXIT_CONFIG
     try:
         if use_stdin:
             run_stdin(processor, sys.stdin, stop)
         else:
-            run_kafka(config, processor, stop)
+            run_kafka(config, processor, stop, lag)
     except WebhookDead as exc:
         assert config.webhook is not None
         log.error(_dead_message(exc, config.webhook))
@@ -114,9 +124,21 @@ def cmd_run(config: AlerterConfig, use_stdin: bool) -> int:
     finally:
         if client is not None:
             client.close()
+        if metrics is not None:
+            metrics.close()
     counts = ", ".join(f"{k.value}={v}" for k, v in processor.counts.items())
     log.info("stopped: %s", counts)
     return 0
+
+
+def _start_metrics(config: AlerterConfig, processor: AlertProcessor, client: DiscordWebhookClient | None,
+                   lag: ConsumerLag | None) -> MetricsServer | None:
+    """The /metrics endpoint if METRICS_PORT asks for one (ConfigError if it cannot listen)."""
+    if not config.metrics.enabled:
+        return None
+    registry = new_registry()
+    AlerterMetrics(registry, processor, client, lag)
+    return start(config.metrics, registry)
 
 
 def cmd_send_test(config: AlerterConfig, timeout: float) -> int:

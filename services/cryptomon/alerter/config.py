@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from cryptomon.cli_args import check_file_location, log_level
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
+from cryptomon.metrics import MetricsSettings
 
 __all__ = ["AlerterConfig", "ConfigError", "Webhook"]
 
@@ -83,6 +84,7 @@ class AlerterConfig:
     # Alerts whose window ended longer ago are skipped (a new group starts at `earliest`, so
     # expired offsets would otherwise re-post days of history); 0 = no limit.
     max_alert_age_s: float = 600.0
+    metrics: MetricsSettings = MetricsSettings()  # METRICS_PORT / METRICS_ADDRESS
 
     @property
     def topics(self) -> list[str]:
@@ -121,6 +123,7 @@ class AlerterConfig:
             max_backoff=float(_positive_int(env, "ALERTER_MAX_BACKOFF_S", int(cls.max_backoff))),
             log_level=level,
             max_alert_age_s=float(_non_negative_int(env, "ALERTER_MAX_ALERT_AGE_S", int(cls.max_alert_age_s))),
+            metrics=MetricsSettings.from_env(env),
         )
 
     def describe(self) -> str:
@@ -128,7 +131,8 @@ class AlerterConfig:
         hook = self.webhook.redacted() if self.webhook else "none (log-only mode)"
         return (f"webhook={hook} kafka[{self.kafka.redacted()}] topics={','.join(self.topics)} "
                 f"group={self.group_id} state_file={self.state_file or 'none'} "
-                f"max_alert_age={f'{self.max_alert_age_s:g}s' if self.max_alert_age_s else 'off'}")
+                f"max_alert_age={f'{self.max_alert_age_s:g}s' if self.max_alert_age_s else 'off'} "
+                f"metrics={self.metrics.describe()}")
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

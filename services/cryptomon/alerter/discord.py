@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -56,6 +56,16 @@ class Stopped(DiscordError):
     """Shutdown was requested before Discord confirmed the message."""
 
 
+class PostObserver(Protocol):
+    """Told how long Discord took (the alerter's metrics); never changes an outcome."""
+
+    def request_done(self, seconds: float, status: int | None) -> None:
+        """One HTTP request answered (`status`) or failed on the network (None)."""
+
+    def post_done(self, seconds: float) -> None:
+        """A message accepted, `seconds` after post() began (waits and retries included)."""
+
+
 @dataclass
 class Delivered:
     message_id: str | None
@@ -91,6 +101,7 @@ class DiscordWebhookClient:
         self._not_before = 0.0  # monotonic time before which the bucket is known to be empty
         self._dead: WebhookDead | None = None
         self.on_wait = on_wait  # called about once a second during long waits (Kafka keep-alive)
+        self.observer: PostObserver | None = None
         self.stats = {"sent": 0, "rate_limited": 0, "server_errors": 0, "network_errors": 0, "proactive_waits": 0}
 
     @property
@@ -134,6 +145,7 @@ class DiscordWebhookClient:
             raise self._dead
         attempt = 0
         failures = 0  # consecutive 5xx/network failures, for the backoff
+        began = time.monotonic()
         while True:
             if self._stop.is_set():
                 raise Stopped("shutdown before posting")
@@ -143,9 +155,11 @@ class DiscordWebhookClient:
                 log.debug("rate-limit bucket empty: waiting %.2fs before the next request", wait)
                 self._sleep(wait)
             attempt += 1
+            sent_at = time.monotonic()
             try:
                 resp = self._session.post(self._url, json=payload, timeout=self._timeout)
             except requests.RequestException as exc:
+                self._observe_request(sent_at, None)
                 # The exception text embeds the URL: log the type and a scrubbed reason only.
                 failures += 1
                 self.stats["network_errors"] += 1
@@ -154,11 +168,14 @@ class DiscordWebhookClient:
                             self.scrub(str(exc))[:300], failures, delay)
                 self._sleep(delay)
                 continue
+            self._observe_request(sent_at, resp.status_code)
             self._update_bucket(resp)
             status = resp.status_code
             body = _json(resp)
             if 200 <= status < 300:
                 self.stats["sent"] += 1
+                if self.observer is not None:
+                    self.observer.post_done(time.monotonic() - began)
                 return Delivered(str(body.get("id")) if isinstance(body, dict) and body.get("id") else None, attempt)
             code = body.get("code") if isinstance(body, dict) else None
             message = self.scrub(str(body.get("message", "")) if isinstance(body, dict) else resp.text[:200])
@@ -184,6 +201,10 @@ class DiscordWebhookClient:
             if isinstance(body, dict) and body.get("errors"):
                 detail = " errors=" + self.scrub(str(body["errors"]))[:500]
             raise Rejected(status, code, message + detail)
+
+    def _observe_request(self, sent_at: float, status: int | None) -> None:
+        if self.observer is not None:
+            self.observer.request_done(time.monotonic() - sent_at, status)
 
     def _backoff(self, failures: int) -> float:
         delay = min(self._max_backoff, self._base_backoff * 2 ** (failures - 1))

@@ -21,13 +21,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptomon.alerter import formatting
 from cryptomon.alerter.config import AlerterConfig
 from cryptomon.alerter.dedupe import SentIds
 from cryptomon.alerter.discord import DiscordWebhookClient, Rejected
 from cryptomon.alerter.formatting import build_payload, fallback_payload, summary_line
+
+if TYPE_CHECKING:
+    from cryptomon.alerter.metrics import ConsumerLag
 
 log = logging.getLogger("cryptomon.alerter")
 
@@ -168,11 +171,14 @@ def run_stdin(processor: AlertProcessor, lines: Iterable[str], stop: threading.E
 class _KeepAlive:
     """Pauses the assignment and keeps polling while one message waits for Discord."""
 
-    def __init__(self, consumer: Any) -> None:
+    def __init__(self, consumer: Any, lag: ConsumerLag | None = None) -> None:
         self.consumer = consumer
+        self.lag = lag
         self.paused: list[Any] = []
 
     def __call__(self) -> None:
+        if self.lag is not None:
+            self.lag.refresh(self.consumer)  # the backlog grows while Discord makes us wait
         if not self.paused:
             self.paused = list(self.consumer.assignment())
             if self.paused:
@@ -193,7 +199,9 @@ class _KeepAlive:
             self.paused = []
 
 
-def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.Event) -> None:
+def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.Event,
+              lag: ConsumerLag | None = None) -> None:
+    """`lag`: refreshed from this thread (the consumer's position is only meaningful here)."""
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 
     last_error_log: dict[str, float] = {}
@@ -218,7 +226,7 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
         "client.id": "cryptomon-alerter",
         "error_cb": on_error,
     })
-    keepalive = _KeepAlive(consumer)
+    keepalive = _KeepAlive(consumer, lag)
     if processor.client is not None:
         processor.client.on_wait = keepalive
     consumer.subscribe(config.topics, on_assign=lambda c, parts: log.info(
@@ -227,6 +235,8 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
     try:
         while not stop.is_set():
             msg = consumer.poll(1.0)
+            if lag is not None:
+                lag.refresh(consumer)
             if msg is None:
                 processor.flush_stale()  # caught up: sum up the backlog of stale alerts now
                 continue
