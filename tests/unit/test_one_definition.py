@@ -1,0 +1,51 @@
+"""A value shared by several roles has one definition: the trades topic renamed in the
+inventory reaches the producers' environment, both Flink jobs' settings, the topic list and
+the ACLs, and its default name is written in one place only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_one_value.yml"
+
+
+def render(tmp_path: Path, **extra: str) -> Path:
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
+           str(PLAYBOOK), "-e", json.dumps({"render_out": str(tmp_path), "ansible_python_interpreter": sys.executable,
+                                            "cryptomon_templates_dir": str(REPO / "templates"), **extra})]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return tmp_path
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return dict(pairs)
+
+
+def test_renamed_trades_topic_reaches_every_consumer_of_it(tmp_path: Path) -> None:
+    out = render(tmp_path, cryptomon_trades_topic="desk7.trades")
+    assert env_file(out / "kafka.env")["KAFKA_TRADES_TOPIC"] == "desk7.trades"
+    jobs = sorted(out.glob("*_detector.env"))
+    assert [p.stem for p in jobs] == ["anomaly_detector", "arbitrage_detector"]
+    for job in jobs:
+        assert env_file(job)["KAFKA_TRADES_TOPIC"] == "desk7.trades", job.name
+    kafka = json.loads((out / "kafka.json").read_text())
+    assert "desk7.trades" in [t["name"] for t in kafka["topics"]]
+    on_topic = {a["principal"] for a in kafka["acls"] if a["resource_name"] == "desk7.trades"}
+    assert {"producer", "flink", "dashboard"} <= on_topic
+    everything = "".join(p.read_text() for p in out.iterdir())
+    assert "trades.raw" not in everything
+
+
+def test_default_trades_topic_name_is_written_once() -> None:
+    """Roles, operator templates and inventories name it through cryptomon_trades_topic only."""
+    places = [p for top in ("roles", "templates", "inventory", "playbooks") for p in (REPO / top).rglob("*")
+              if p.is_file() and p.suffix in {".yml", ".yaml", ".j2"} and "trades.raw" in p.read_text()]
+    assert [str(p.relative_to(REPO)) for p in places] == ["roles/cryptomon/defaults/main.yml"]
