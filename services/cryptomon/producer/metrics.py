@@ -19,6 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -27,7 +28,7 @@ from cryptomon.metrics import MetricsServer, MetricsSettings, new_registry, star
 
 from .base import Adapter, WebSocketAdapter
 from .fastjson import loads
-from .sink import KafkaSink, StdoutSink
+from .sink import StdoutSink
 
 log = logging.getLogger("cryptomon.producer.metrics")
 
@@ -124,6 +125,16 @@ class KafkaLatency:
         return fam
 
 
+@runtime_checkable
+class KafkaCounts(Protocol):
+    """What the collector reads from the Kafka sink (KafkaSink; a fake in tests)."""
+
+    failed: int
+    buffer_full: int
+
+    def queue_length(self) -> int: ...
+
+
 def _connection_numbers(adapter: Adapter) -> tuple[int, int, int] | None:
     """(connected, planned, markets) for an exchange feed; None for the mock."""
     from .feed import Feed
@@ -140,7 +151,7 @@ def _connection_numbers(adapter: Adapter) -> tuple[int, int, int] | None:
 class ProducerCollector(Collector):
     """Reads the adapter's and the sink's counters at scrape time (registry.register(this))."""
 
-    def __init__(self, exchange: str, adapter: Adapter, sink: KafkaSink | StdoutSink | None = None,
+    def __init__(self, exchange: str, adapter: Adapter, sink: KafkaCounts | StdoutSink | None = None,
                  latency: KafkaLatency | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.exchange = exchange
         self.adapter = adapter
@@ -162,10 +173,10 @@ class ProducerCollector(Collector):
                               "or every subscription acknowledged).", connected)
             yield self._gauge("connections_planned", "Connections the symbol set is sharded onto.", planned)
             yield self._gauge("markets", "Markets subscribed (after resolving patterns and refusals).", markets)
-        if isinstance(self.sink, KafkaSink):
+        if isinstance(self.sink, KafkaCounts):
             yield from self._kafka(self.sink)
 
-    def _kafka(self, sink: KafkaSink) -> Iterator[Metric]:
+    def _kafka(self, sink: KafkaCounts) -> Iterator[Metric]:
         yield self._counter("kafka_delivery_errors", "Messages Kafka did not take (delivery reports with an "
                             "error, after librdkafka's own retries).", sink.failed)
         yield self._counter("kafka_buffer_full", "Times produce() found the local queue full and had to "
@@ -191,7 +202,7 @@ def new_latency(settings: MetricsSettings) -> KafkaLatency | None:
     return KafkaLatency() if settings.enabled else None
 
 
-def start_metrics(settings: MetricsSettings, exchange: str, adapter: Adapter, sink: KafkaSink | StdoutSink,
+def start_metrics(settings: MetricsSettings, exchange: str, adapter: Adapter, sink: KafkaCounts | StdoutSink,
                   latency: KafkaLatency | None = None,
                   registry: CollectorRegistry | None = None) -> MetricsServer | None:
     """Register the producer's collector and listen, if METRICS_PORT asks for an endpoint."""
