@@ -55,12 +55,18 @@ def run_producer(frames: list[bytes], bootstrap: str, topic: str, metrics: bool,
     env = {"BINANCE_SYMBOLS": ",".join(SYMBOLS), "BINANCE_STREAM_TYPE": "aggTrade"}
     adapter = BinanceAdapter(ProducerConfig.from_env("binance", env))
     latency = KafkaLatency() if metrics else None
+    documents: list[str] = []
+
+    def on_stats(document: str) -> None:
+        documents[:] = [document]  # the last one, to time its parsing afterwards
+        latency.update(document)
+
     sink = KafkaSink(KafkaSettings(bootstrap_servers=bootstrap, trades_topic=topic), "bench-metrics",
-                     on_stats=latency.update if latency is not None else None, stats_interval_s=stats_interval)
+                     on_stats=on_stats if latency is not None else None, stats_interval_s=stats_interval)
     sink.start_poller()
     server = None
+    registry = new_registry()
     if metrics:
-        registry = new_registry()
         registry.register(ProducerCollector("binance", adapter, sink, latency))
         server = serve(registry, "127.0.0.1", 0)
     # The parent scrapes this port while the frames run (0: nothing to scrape).
@@ -72,11 +78,31 @@ def run_producer(frames: list[bytes], bootstrap: str, topic: str, metrics: bool,
             emit(t)
     left = sink.close(120)
     seconds = time.perf_counter() - t0
+    result = {"trades": adapter.stats.trades, "seconds": seconds, "rate": adapter.stats.trades / seconds,
+              "undelivered": left, "failed": sink.failed, "stats_documents": latency.documents if latency else 0}
     if server is not None:
         server.close()
-    return {"trades": adapter.stats.trades, "seconds": seconds, "rate": adapter.stats.trades / seconds,
-            "undelivered": left, "failed": sink.failed,
-            "stats_documents": latency.documents if latency else 0}
+        result.update(unit_costs(registry, latency, documents))
+    return result
+
+
+def unit_costs(registry, latency, documents: list[str]) -> dict:
+    """CPU seconds of one scrape (collect + text exposition) and of parsing one statistics
+    document, timed in this process after the run: what the rates above cannot resolve."""
+    from prometheus_client import generate_latest
+
+    n = 200
+    t0 = time.process_time()
+    for _ in range(n):
+        generate_latest(registry)
+    scrape = (time.process_time() - t0) / n
+    parse = 0.0
+    if documents:
+        t0 = time.process_time()
+        for _ in range(n):
+            latency.update(documents[0])
+        parse = (time.process_time() - t0) / n
+    return {"scrape_cpu_s": scrape, "stats_cpu_s": parse, "stats_bytes": len(documents[0]) if documents else 0}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -140,9 +166,10 @@ def run_mode(mode: str, frames: Path, bootstrap: str, topic: str, args: argparse
 
 
 def latency_lines(page: str) -> list[str]:
-    """The summary's quantile lines of the last scrape, to show the statistics arrived."""
+    """The summary's p99 and count lines of the last scrape, to show the statistics arrived."""
     return [line for line in page.splitlines()
-            if line.startswith("cryptomon_producer_kafka_latency_seconds{") and 'quantile="0.99"' in line]
+            if line.startswith("cryptomon_producer_kafka_latency_seconds_count{")
+            or line.startswith("cryptomon_producer_kafka_latency_seconds{") and 'quantile="0.99"' in line]
 
 
 def report(runs: dict[str, list[dict]], args: argparse.Namespace) -> int:
@@ -164,9 +191,20 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace) -> int:
     med_on = statistics.median(r["rate"] for r in runs["on"])
     ratio = med_on / med_off
     print(f"| median | {med_off:,.0f} | {med_on:,.0f} | **{ratio:.3f}** | | |")
+    scrape = statistics.median(r["scrape_cpu_s"] for r in runs["on"])
+    parse = statistics.median(r["stats_cpu_s"] for r in runs["on"])
+    size = runs["on"][-1]["stats_bytes"]
+
+    def share(scrape_every: float, stats_every: float) -> float:
+        return scrape / scrape_every + parse / stats_every
+
+    print(f"CPU per scrape (collect + exposition, standard process metrics included): {scrape * 1e3:.2f} ms; "
+          f"per statistics document ({size:,} bytes): {parse * 1e3:.2f} ms")
+    print(f"share of one core: {share(args.scrape_interval, args.stats_interval):.3%} at this run's intervals, "
+          f"{share(15.0, 10.0):.4%} in service (a scrape every 15 s, statistics every 10 s)")
     lines = latency_lines(runs["on"][-1].get("page", ""))
     if lines:
-        print("last scrape of the last 'on' run, p99 per stage:")
+        print("last scrape of the last 'on' run, p99 and count per stage:")
         for line in lines:
             print("  " + re.sub(r'exchange="binance",', "", line))
     undelivered = [r for rs in runs.values() for r in rs

@@ -27,6 +27,7 @@ PREFIX = "cryptomon_alerter_"
 # Discord answers in ~0.1-0.5 s; a post that waited out a 429 or retried 5xx takes seconds to minutes.
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 POST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+STATUS_CLASSES = ("2xx", "429", "4xx", "5xx", "error")
 # Discord client stats key -> (metric name without _total, help)
 DISCORD_COUNTERS = {
     "rate_limited": ("discord_rate_limited", "HTTP 429 answers from Discord (each waited out and retried)."),
@@ -102,6 +103,8 @@ class AlerterMetrics(Collector):
         self.request_seconds = Histogram(
             PREFIX + "discord_request_seconds", "One HTTP request to the Discord webhook, until its answer "
             "(or the network error).", ["status"], buckets=REQUEST_BUCKETS, registry=registry)
+        for status in STATUS_CLASSES:  # every series exists from the start, at 0
+            self.request_seconds.labels(status)
         self.post_seconds = Histogram(
             PREFIX + "discord_post_seconds", "One alert's post, from the first request until Discord accepted "
             "it (rate-limit waits and retries included).", buckets=POST_BUCKETS, registry=registry)
