@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +28,8 @@ from cryptomon.producer.metrics import STATS_COUNTERS, KafkaLatency, ProducerCol
 from cryptomon.producer.symbols import Market
 from prometheus_client import CollectorRegistry
 
-PAYLOADS = Path(__file__).resolve().parent.parent / "fixtures" / "exchange_payloads"
+REPO = Path(__file__).resolve().parents[2]
+PAYLOADS = REPO / "tests" / "fixtures" / "exchange_payloads"
 BN = json.loads((PAYLOADS / "binance.json").read_text())
 CB = json.loads((PAYLOADS / "coinbase.json").read_text())
 RECV = 1_700_000_000_123
@@ -279,3 +286,39 @@ def test_cli_port_in_use_one_line_exit_2(monkeypatch, capsys, tmp_path):
         assert cli.main(["mock", "--stdout"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot listen on 127.0.0.1" in err[0], err
+
+
+@pytest.mark.timeout(60)
+def test_cli_serves_metrics_while_producing(tmp_path):
+    """`cryptomon-producer mock --stdout` with METRICS_PORT: the endpoint counts what it prints."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOCK_", "METRICS_", "KAFKA_", "CRYPTOMON_"))}
+    env.update(PYTHONPATH=str(REPO / "services"), METRICS_PORT=str(port), MOCK_RATE="50",
+               MOCK_EXCHANGES="binance", MOCK_SYMBOLS="BTC-USDT")
+    proc = subprocess.Popen([sys.executable, "-m", "cryptomon.producer", "mock", "--stdout"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        trades, text, deadline = 0.0, "", time.monotonic() + 30
+        while trades < 20:
+            assert time.monotonic() < deadline, text or "no answer from the endpoint"
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue
+            found = re.search(r'^cryptomon_producer_trades_total\{exchange="mock"\} (\S+)$', text, re.MULTILINE)
+            trades = float(found.group(1)) if found else 0.0
+        age = re.search(r'^cryptomon_producer_last_trade_age_seconds\{exchange="mock"\} (\S+)$', text, re.MULTILINE)
+        assert age and float(age.group(1)) < 1.0  # 50 rounds a second
+        assert "cryptomon_producer_kafka_queue_messages" not in text  # --stdout: no Kafka
+        assert "cryptomon_producer_connections{" not in text  # the mock has no connections
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
