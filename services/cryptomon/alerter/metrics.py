@@ -53,7 +53,8 @@ class ConsumerLag:
         self.clock = clock
         self.partitions: dict[tuple[str, int], int] = {}
         self._next = 0.0
-        self._committed: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}  # asked once per assignment
+        self._assigned: set[tuple[str, int]] = set()
 
     def refresh(self, consumer: Any) -> None:
         now = self.clock()
@@ -68,15 +69,15 @@ class ConsumerLag:
     def _measure(self, consumer: Any) -> dict[tuple[str, int], int]:
         assigned = consumer.assignment()
         keys = {(tp.topic, tp.partition) for tp in assigned}
-        if set(self._committed) - keys:
-            self._committed = {k: v for k, v in self._committed.items() if k in keys}
+        if keys != self._assigned:  # a rebalance: another member may have moved the offsets
+            self._assigned, self._committed = keys, {}
         positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assigned)}
         unknown = [tp for tp in assigned if positions.get((tp.topic, tp.partition), -1) < 0
                    and (tp.topic, tp.partition) not in self._committed]
         if unknown:
+            # Remembered even when there is none (a new group): one broker request per assignment.
             for tp in consumer.committed(unknown, timeout=2.0):
-                if tp.offset >= 0:
-                    self._committed[(tp.topic, tp.partition)] = tp.offset
+                self._committed[(tp.topic, tp.partition)] = tp.offset
         lags = {}
         for tp in assigned:
             key = (tp.topic, tp.partition)
