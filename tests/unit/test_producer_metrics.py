@@ -252,7 +252,8 @@ def test_metrics_are_off_by_default_and_parsed_into_the_config():
     assert not ProducerConfig.from_env("binance", {"METRICS_PORT": "0"}).metrics.enabled
     config = ProducerConfig.from_env("binance", {"METRICS_PORT": "9108", "METRICS_ADDRESS": "0.0.0.0"})
     assert config.metrics == MetricsSettings(9108, "0.0.0.0") and config.metrics.enabled
-    assert ProducerConfig.from_env("mock", {"METRICS_PORT": "9109", "METRICS_ADDRESS": "[::1]"}).metrics.address == "::1"
+    ipv6 = ProducerConfig.from_env("mock", {"METRICS_PORT": "9109", "METRICS_ADDRESS": "[::1]"})
+    assert ipv6.metrics.address == "::1"
 
 
 @pytest.mark.parametrize("variable, raw", [
