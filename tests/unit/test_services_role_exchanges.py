@@ -58,6 +58,10 @@ def test_replay_mode_points_every_exchange_at_its_local_server(tmp_path: Path) -
         assert cfg.rest_url.rstrip("/") == f"http://127.0.0.1:{port}"
     assert [m.raw for m in config_of(out, "kraken").feed.symbols.markets] == ["SOL/USD"]
     assert config_of(out, "mock").mock.exchanges  # the mock's own settings still render
+    # each instance its own metrics port, the mock after the exchanges, all on loopback
+    ports = {n: read_env_file(out / f"producer-{n}.env")["METRICS_PORT"] for n in [*NAMES, "mock"]}
+    assert list(ports.values()) == [str(9310 + i) for i in range(len(NAMES) + 1)]
+    assert config_of(out, "okx").metrics.port == 9310 + NAMES.index("okx")
 
 
 def test_real_mode_uses_the_registry_defaults_unless_overridden(tmp_path: Path) -> None:
