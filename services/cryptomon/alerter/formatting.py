@@ -309,7 +309,8 @@ def clamp_embed(embed: dict[str, Any]) -> dict[str, Any]:
                        "value": truncate(f["value"] or "—", FIELD_VALUE_MAX) or "—"})
     if len(embed.get("fields") or []) > FIELDS_MAX:
         dropped = len(embed["fields"]) - (FIELDS_MAX - 1)
-        fields = fields[: FIELDS_MAX - 1] + [{"name": "…", "value": f"{dropped} more fields not shown", "inline": False}]
+        more = {"name": "…", "value": f"{dropped} more fields not shown", "inline": False}
+        fields = fields[: FIELDS_MAX - 1] + [more]
     e["fields"] = fields
 
     # Total budget: title and footer are kept, then the description, then fields in order.

@@ -155,8 +155,9 @@ class BybitAdapter(WebSocketAdapter):
             if market is None:
                 self._bad("unknown", "trade for an unsubscribed symbol", frame)
                 continue
-            if (type(tid) is not str or not _ID.fullmatch(tid) or type(ts) is not int or ts <= 0 or not is_decimal(price)
-                    or not is_decimal(size) or not price.strip("0.") or not size.strip("0.")):
+            if (type(tid) is not str or not _ID.fullmatch(tid) or type(ts) is not int or ts <= 0
+                    or not is_decimal(price) or not is_decimal(size) or not price.strip("0.")
+                    or not size.strip("0.")):
                 self._bad("malformed", "trade with an invalid field", frame)
                 continue
             self.last_activity = time.monotonic()

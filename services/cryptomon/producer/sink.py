@@ -117,7 +117,9 @@ class KafkaSink:
             try:
                 md = self._producer.list_topics(self.topic, timeout=5)
                 topic = md.topics.get(self.topic)
-                if topic is None or (topic.error is not None and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                unknown = topic is not None and topic.error is not None \
+                    and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                if topic is None or unknown:
                     problem = f"topic {self.topic} does not exist (topics are created by the kafka role)"
                 elif topic.error is not None:
                     problem = f"topic {self.topic}: {topic.error.str()}"
