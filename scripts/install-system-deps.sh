@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the tests need on the controller: Java 17 (Kafka/Flink harness), Maven
 # (artifact cache), Docker engine + debootstrap (molecule), Chromium (dashboard test), nftables
-# (nft -c checks the firewall role's rules).
+# (nft -c checks the firewall role's rules), Prometheus and Alertmanager (the tests use only their
+# promtool and amtool, on the monitoring role's files).
 # Idempotent: installs only what is missing.
 set -euo pipefail
-pkgs=(openjdk-17-jre-headless maven docker.io debootstrap chromium chromium-driver nftables)
+pkgs=(openjdk-17-jre-headless maven docker.io debootstrap chromium chromium-driver nftables
+      prometheus prometheus-alertmanager)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
