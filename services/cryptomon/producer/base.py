@@ -12,9 +12,13 @@ connection-attempt limiter), paced sending, resubscribing, the staleness watchdo
 deadlines, the connection-age cut, the frame-size cap, dedupe and capped exponential backoff
 with jitter.
 
-Room for a second stream kind (top-of-book quotes, issue 14): `stream_kinds` names what an
-adapter subscribes per market, the sharding counts `len(markets) * len(stream_kinds)` streams,
-and `handle` may emit any record with `key()` and `to_json()`.
+Top-of-book quotes (issue 14, off unless PRODUCER_QUOTES): an adapter names its channel
+(`quote_channel`), subscribes it next to its trades when `self.quotes_on`, and its parser hands
+each book state to `Adapter.quote()`, which validates (positive decimals, bid < ask), orders
+(never older than the previous quote of that market) and coalesces it: the latest quote per
+market waits until every frame of the current socket read is handled, then `flush_quotes`
+emits it (`emit_quote`, the sink's quotes topic). The sharding counts
+`len(markets) * streams_per_market()` streams.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from typing import Any, ClassVar
 from .backoff import Backoff
 from .config import FeedSettings, ProducerConfig
 from .dedupe import Deduper
-from .schema import Trade
+from .quote import OLDER, Quote, QuoteOrder, crossed
+from .schema import _DECIMAL, Trade
 from .symbols import Market
 from .transport import FrameTooLarge, TransportError, WSConnection
 
 Emit = Callable[[Trade], None]
+EmitQuote = Callable[[Quote], None]
+_decimal = _DECIMAL.fullmatch
 
 
 def now_ms() -> int:
@@ -47,20 +54,30 @@ class Stats:
 
     FIELDS = ("trades", "duplicates", "malformed", "unknown", "errors", "gaps", "missed",
               "out_of_order", "rejected", "oversized", "connects", "reconnects")
+    # Top-of-book quotes (only shown when quotes are on): emitted; replaced by a newer quote of
+    # the same market from the same read; dropped as older than the last one; accepted after the
+    # venue renumbered; dropped as crossed or locked (bid >= ask); dropped with a price or size
+    # that is missing, zero, negative or not a decimal.
+    QUOTE_FIELDS = ("quotes", "quotes_coalesced", "quotes_out_of_order", "quotes_resequenced",
+                    "quotes_crossed", "quotes_invalid")
 
     def __init__(self) -> None:
-        for name in self.FIELDS:
+        for name in self.FIELDS + self.QUOTE_FIELDS:
             setattr(self, name, 0)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
+    def quote_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.QUOTE_FIELDS}
+
     def add(self, other: Stats) -> None:
-        for name in self.FIELDS:
+        for name in self.FIELDS + self.QUOTE_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def line(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+    def line(self, quotes: bool = False) -> str:
+        counts = {**self.as_dict(), **self.quote_dict()} if quotes else self.as_dict()
+        return " ".join(f"{k}={v}" for k, v in counts.items())
 
 
 class RateLimitedLog:
@@ -98,6 +115,10 @@ class Adapter(ABC):
         # When the trade count last grew (monotonic): noted off the hot path by note_trades.
         self._trades_seen = 0
         self._last_trade_at = time.monotonic()
+        self.quotes_on = config.quotes.enabled
+        self.quote_order = QuoteOrder()
+        # raw symbol -> the latest quote of the current read, not yet emitted (flush_quotes).
+        self.pending_quotes: dict[str, Quote] = {}
 
     @classmethod
     @abstractmethod
@@ -110,7 +131,8 @@ class Adapter(ABC):
         return {"name": cls.exchange, "kind": "mock"}
 
     @abstractmethod
-    def run(self, emit: Emit, stop: threading.Event) -> None: ...
+    def run(self, emit: Emit, stop: threading.Event, emit_quote: EmitQuote | None = None) -> None:
+        """`emit_quote` receives the quotes when they are on (None: `emit` does)."""
 
     def markets(self) -> list[str]:
         """Normalized symbols this adapter produces (for the start-up log line)."""
@@ -126,6 +148,52 @@ class Adapter(ABC):
             self._trades_seen = trades
             self._last_trade_at = now
         return max(0.0, now - self._last_trade_at)
+
+    # --- top-of-book quotes: every venue's parser ends here ---------------------------------
+    def quote(self, market: Market, bid: object, bid_size: object, ask: object, ask_size: object,
+              exchange_ts: int | None, received_ms: int, sequence: int | None,
+              frame: str | bytes) -> tuple[()]:
+        """One book state from a venue's parser: checked, ordered and held as the market's
+        latest until flush_quotes. Prices and sizes must be the venue's decimal strings (None
+        where the parser found no valid one). Never raises; returns () for `handle`."""
+        if not (type(bid) is str and type(ask) is str and type(bid_size) is str and type(ask_size) is str
+                and _decimal(bid) and _decimal(ask) and _decimal(bid_size) and _decimal(ask_size)
+                and bid.strip("0.") and ask.strip("0.") and bid_size.strip("0.") and ask_size.strip("0.")):
+            return self._bad("quotes_invalid", f"{market.raw}: a price or size is missing, zero, negative or "
+                             "not a decimal", frame)
+        if crossed(bid, ask):
+            return self._bad("quotes_crossed", f"{market.raw}: crossed or locked book (bid {bid} >= ask {ask})",
+                             frame)
+        verdict = self.quote_order.check(market.raw, sequence, exchange_ts)
+        if verdict:
+            if verdict == OLDER:
+                return self._bad("quotes_out_of_order", f"{market.raw}: older than the last quote (sequence "
+                                 f"{sequence}, time {exchange_ts}, last {self.quote_order.marks.get(market.raw)})",
+                                 frame)
+            self.stats.quotes_resequenced += 1
+            self.warn.warning("quotes_resequenced", "%s: %s renumbered its quotes (sequence %s, time %s): "
+                              "following the new numbering", market.raw, self.exchange, sequence, exchange_ts)
+        pending = self.pending_quotes
+        if market.raw in pending:
+            self.stats.quotes_coalesced += 1
+        pending[market.raw] = Quote(self.exchange, market.symbol, market.raw, bid, bid_size, ask, ask_size,
+                                    exchange_ts, received_ms, sequence)
+        return ()
+
+    def flush_quotes(self, emit_quote: EmitQuote) -> None:
+        """Emit the latest quote of each market from the read just handled (called once per
+        socket read, never per frame: this is the coalescing)."""
+        quotes = list(self.pending_quotes.values())
+        self.pending_quotes.clear()
+        self.stats.quotes += len(quotes)
+        for q in quotes:
+            emit_quote(q)
+
+    def take_quotes(self) -> list[Quote]:
+        """The pending quotes, emitted into a list (tests and benchmarks)."""
+        out: list[Quote] = []
+        self.flush_quotes(out.append)
+        return out
 
     def _bad(self, kind: str, what: str, frame: str | bytes) -> tuple[()]:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
@@ -207,6 +275,8 @@ class WebSocketAdapter(Adapter):
     limits: ClassVar[Limits]
     settings_class: ClassVar[type[FeedSettings]] = FeedSettings
     stream_kinds: ClassVar[tuple[str, ...]] = ("trades",)
+    # The top-of-book channel subscribed next to the trades when PRODUCER_QUOTES is on.
+    quote_channel: ClassVar[str | None] = None
     extra_vars: ClassVar[dict[str, str]] = {}  # other variables of this exchange -> default
     # Keepalive: the client sends keepalive_message() every ping_interval_s (None: the server pings).
     ping_interval_s: ClassVar[float | None] = None
@@ -234,7 +304,8 @@ class WebSocketAdapter(Adapter):
 
     @abstractmethod
     def handle(self, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
-        """Parse one message; never raises: bad frames are counted and logged."""
+        """Parse one message; never raises: bad frames are counted and logged. Quotes go to
+        self.quote(), not into the result."""
 
     def keepalive_message(self) -> str | None:
         return None
@@ -246,6 +317,13 @@ class WebSocketAdapter(Adapter):
     @classmethod
     def settings_from_env(cls, env: Mapping[str, str]) -> FeedSettings:
         return cls.settings_class.from_env(cls, env)
+
+    @classmethod
+    def streams_per_market(cls, config: ProducerConfig) -> int:
+        """Streams (subscriptions) one market takes on a connection: its trades, and its quotes
+        when they are on."""
+        quotes = config.quotes.enabled and cls.quote_channel is not None
+        return max(1, len(cls.stream_kinds)) + (1 if quotes else 0)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
@@ -265,13 +343,17 @@ class WebSocketAdapter(Adapter):
                 "max_message_bytes": cls.limits.max_message_bytes,
             },
             "stale_after_s": cls.default_stale_after_s,
+            "quote_channel": cls.quote_channel,
         }
 
     # --- one connection -------------------------------------------------------------------
     def __init__(self, config: ProducerConfig, markets: Iterable[Market] | None = None, *,
                  dedupe: Deduper | None = None, limiter: ConnectLimiter | None = None,
-                 tag: str = "", limits: Limits | None = None) -> None:
+                 tag: str = "", limits: Limits | None = None, quote_order: QuoteOrder | None = None) -> None:
         super().__init__(config)
+        self.quotes_on = config.quotes.enabled and self.quote_channel is not None
+        if quote_order is not None:
+            self.quote_order = quote_order  # shared by a Feed's connections, like the deduper
         feed = config.feed
         if markets is None:
             markets = feed.symbols.markets  # explicit symbols only; patterns need a Feed
@@ -340,7 +422,8 @@ class WebSocketAdapter(Adapter):
         self.last_activity = time.monotonic()
 
     # --- loop ------------------------------------------------------------------------------
-    def run(self, emit: Emit, stop: threading.Event) -> None:
+    def run(self, emit: Emit, stop: threading.Event, emit_quote: EmitQuote | None = None) -> None:
+        self._emit_quote: EmitQuote = emit_quote or emit  # type: ignore[assignment]
         first = True
         while not stop.is_set():
             if self._next_markets is not None:
@@ -396,6 +479,7 @@ class WebSocketAdapter(Adapter):
             pings_seen = 0
             handle = self.handle
             outbox = self._outbox
+            pending_quotes = self.pending_quotes
             while not stop.is_set():
                 now = time.monotonic()
                 try:
@@ -421,6 +505,8 @@ class WebSocketAdapter(Adapter):
                         continue
                     for trade in trades:
                         emit(trade)
+                if pending_quotes:
+                    self.flush_quotes(self._emit_quote)
                 now = time.monotonic()
                 if ws.pings != pings_seen:  # the server's pings (answered by the transport) mean it is alive
                     pings_seen = ws.pings
@@ -459,7 +545,8 @@ class WebSocketAdapter(Adapter):
         connection. Say so once and ask the Feed for smaller shards."""
         if self.markets_per_ack is None:
             return
-        kept = (self._acks_asked - len(self.pending_acks)) * self.markets_per_ack
+        kept = ((self._acks_asked - len(self.pending_acks)) * self.markets_per_ack
+                // self.streams_per_market(self.config))
         if 0 < kept < len(self.by_raw):
             self.stats.errors += 1
             self.log.error("%s acknowledged only %d of %d subscriptions on this connection: it drops "

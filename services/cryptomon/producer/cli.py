@@ -63,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stdout:
         sink: KafkaSink | StdoutSink = StdoutSink()
     else:
+        quotes_topic = config.quotes.topic if config.quotes.enabled else None
         sink = KafkaSink(config.kafka, client_id=f"cryptomon-producer-{config.exchange}",
-                         on_stats=latency.update if latency is not None else None)
-        log.info("kafka %s topic=%s", config.kafka.redacted(), config.kafka.trades_topic)
+                         on_stats=latency.update if latency is not None else None, quotes_topic=quotes_topic)
+        log.info("kafka %s topic=%s%s", config.kafka.redacted(), config.kafka.trades_topic,
+                 f" quotes_topic={quotes_topic}" if quotes_topic else "")
     try:
         # Up before Kafka is: a producer waiting for its topic is worth seeing on a dashboard.
         metrics = start_metrics(config.metrics, config.exchange, adapter, sink, latency)
@@ -73,16 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cryptomon-producer: configuration error: {exc}", file=sys.stderr)
         sink.close(0)
         return 2
-    log.info("starting %s producer for %s; metrics %s", config.exchange, ", ".join(adapter.markets()),
-             config.metrics.describe())
+    log.info("starting %s producer for %s; metrics %s%s", config.exchange, ", ".join(adapter.markets()),
+             config.metrics.describe(), "; " + config.quotes.describe() if config.quotes.enabled else "")
     try:
-        return _run(adapter, sink, stop)
+        return _run(adapter, sink, stop, quotes=config.quotes.enabled)
     finally:
         if metrics is not None:
             metrics.close()
 
 
-def _run(adapter: Adapter, sink: KafkaSink | StdoutSink, stop: threading.Event) -> int:
+def _run(adapter: Adapter, sink: KafkaSink | StdoutSink, stop: threading.Event, quotes: bool = False) -> int:
     if not sink.wait_ready(stop):
         return 0
     fatal = threading.Event()
@@ -96,7 +98,7 @@ def _run(adapter: Adapter, sink: KafkaSink | StdoutSink, stop: threading.Event) 
         threading.Thread(target=watch_fatal, daemon=True).start()
     code = 0
     try:
-        adapter.run(sink.emit, stop)
+        adapter.run(sink.emit, stop, sink.emit_quote if quotes else None)
     except FatalKafkaError as exc:
         log.error("fatal Kafka error, exiting: %s", exc)
         code = 1
@@ -110,7 +112,7 @@ def _run(adapter: Adapter, sink: KafkaSink | StdoutSink, stop: threading.Event) 
         code = 1
     left = sink.close()
     stats = adapter.stats
-    log.info("stopped: %s produced=%d undelivered=%d", stats.line(), stats.trades, left)
+    log.info("stopped: %s produced=%d undelivered=%d", stats.line(quotes), stats.trades + stats.quotes, left)
     if isinstance(sink, KafkaSink):
         log.info("delivery failures=%d", sink.failed)
     return code

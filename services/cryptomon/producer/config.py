@@ -228,6 +228,48 @@ class MockConfig:
         )
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = get(env, name, "").lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {env[name].strip()!r} is not true or false")
+
+
+def topic_name(env: Mapping[str, str], name: str, default: str) -> str:
+    """A Kafka topic name, checked as KafkaSettings checks the other topics."""
+    value = get(env, name, default)
+    if not all(c.isalnum() or c in "._-" for c in value) or len(value) > 249 or value in (".", ".."):
+        raise ConfigError(f"{name}: {value!r} is not a valid Kafka topic name")
+    return value
+
+
+@dataclass(frozen=True)
+class QuoteSettings:
+    """Top-of-book quotes (issue 14): off unless PRODUCER_QUOTES is true."""
+
+    enabled: bool = False
+    topic: str = "quotes.raw"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], trades_topic: str) -> QuoteSettings:
+        enabled = boolean(env, "PRODUCER_QUOTES", False)
+        topic = topic_name(env, "KAFKA_QUOTES_TOPIC", cls.topic)
+        if topic == trades_topic:
+            raise ConfigError(f"KAFKA_QUOTES_TOPIC: {topic!r} is the trades topic too; quotes need their own")
+        return cls(enabled=enabled, topic=topic)
+
+    def describe(self) -> str:
+        return f"quotes to {self.topic}" if self.enabled else "quotes off"
+
+
 @dataclass(frozen=True)
 class ProducerConfig:
     exchange: str
@@ -242,6 +284,7 @@ class ProducerConfig:
     ack_timeout_s: float = 10.0
     stats_interval_s: float = 60.0
     metrics: MetricsSettings = MetricsSettings()  # METRICS_PORT / METRICS_ADDRESS
+    quotes: QuoteSettings = QuoteSettings()       # PRODUCER_QUOTES / KAFKA_QUOTES_TOPIC
 
     @property
     def feed(self) -> FeedSettings:
@@ -279,4 +322,5 @@ class ProducerConfig:
             ack_timeout_s=number(env, "PRODUCER_ACK_TIMEOUT_S", cls.ack_timeout_s),
             stats_interval_s=number(env, "PRODUCER_STATS_INTERVAL_S", cls.stats_interval_s),
             metrics=MetricsSettings.from_env(env),
+            quotes=QuoteSettings.from_env(env, kafka.trades_topic),
         )

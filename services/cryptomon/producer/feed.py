@@ -7,7 +7,8 @@ be fetched at start, the producer retries with backoff, and with a cache it star
 list at once and says so. Markets are split into shards of at most
 PRODUCER_STREAMS_PER_CONNECTION streams (never above the exchange's own limit), one connection
 each; a refresh only reconnects the shards whose markets changed. All connections share one
-connection-attempt limiter and one deduper.
+connection-attempt limiter, one deduper and one quote order (quotes never go back in time
+when a market moves to another connection).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from cryptomon.kafka_settings import ConfigError
 
 from .backoff import Backoff
-from .base import Adapter, ConnectLimiter, Emit, Limits, Stats, WebSocketAdapter
+from .base import Adapter, ConnectLimiter, Emit, EmitQuote, Limits, Stats, WebSocketAdapter
 from .config import FeedSettings, ProducerConfig
 from .dedupe import Deduper
 from .symbols import ListingError, Market, fetch_listing, load_cache, save_cache
@@ -71,9 +72,10 @@ class Feed(Adapter):
         self.exchange = adapter_cls.exchange  # type: ignore[misc]  # the logger name needs it first
         super().__init__(config)
         self.cls = adapter_cls
+        self.quotes_on = config.quotes.enabled and adapter_cls.quote_channel is not None
         self.settings: FeedSettings = config.feed
         self.feed_limits = limits or adapter_cls.limits
-        kinds = max(1, len(adapter_cls.stream_kinds))
+        kinds = adapter_cls.streams_per_market(config)
         per_streams = min(self.settings.streams_per_connection, self.feed_limits.streams_per_connection)
         self.per_connection = max(1, per_streams // kinds)  # markets per connection
         self.limiter = ConnectLimiter(self.feed_limits.connect_attempts, self.feed_limits.connect_window_s)
@@ -83,6 +85,7 @@ class Feed(Adapter):
         self.resolved: list[Market] = []
         self.source = "configuration"   # where the symbol list came from: configuration, rest, cache
         self._emit: Emit | None = None
+        self._emit_quote: EmitQuote | None = None
         self._stop: threading.Event | None = None
         self._failure: BaseException | None = None  # what ended a connection's thread
         self._retry = Backoff(1.0, 300.0)
@@ -227,7 +230,7 @@ class Feed(Adapter):
         assert self._emit is not None and self._stop is not None
         tag = f"#{len(self.shards) + 1}"
         shard = self.cls(self.config, markets, dedupe=self.dedupe, limiter=self.limiter, tag=tag,
-                         limits=self.feed_limits)
+                         limits=self.feed_limits, quote_order=self.quote_order)
         self.shards.append(shard)
         t = threading.Thread(target=self._run_shard, args=(shard,), name=f"{self.exchange}{tag}", daemon=True)
         self.threads.append(t)
@@ -236,7 +239,7 @@ class Feed(Adapter):
     def _run_shard(self, shard: WebSocketAdapter) -> None:
         assert self._emit is not None and self._stop is not None
         try:
-            shard.run(self._emit, self._stop)
+            shard.run(self._emit, self._stop, self._emit_quote)
         except BaseException as exc:  # a fatal sink error (Kafka, a closed stdout): stop everything
             if self._failure is None:
                 self._failure = exc
@@ -258,8 +261,8 @@ class Feed(Adapter):
         self._assign(self.resolved, plan)
 
     # --- run --------------------------------------------------------------------------------
-    def run(self, emit: Emit, stop: threading.Event) -> None:
-        self._emit, self._stop = emit, stop
+    def run(self, emit: Emit, stop: threading.Event, emit_quote: EmitQuote | None = None) -> None:
+        self._emit, self._stop, self._emit_quote = emit, stop, emit_quote
         self._next_refresh = float("inf")
         markets = self.initial_markets(stop)
         if markets is None:
@@ -275,7 +278,8 @@ class Feed(Adapter):
                 if patterns and now >= self._next_refresh:
                     self.refresh()
                 if now >= next_stats:
-                    self.log.info("stats %s connections=%d/%d markets=%d", self.stats.line(), self.connections(),
+                    self.log.info("stats %s connections=%d/%d markets=%d", self.stats.line(self.quotes_on),
+                                  self.connections(),
                                   sum(1 for s in self.shards if s.market_list()), len(self.resolved))
                     next_stats = now + self.config.stats_interval_s
         finally:

@@ -52,6 +52,22 @@ STATS_COUNTERS: dict[str, tuple[str, str]] = {
     "reconnects": ("reconnects", "Connection sessions started again after one ended (any reason)."),
 }
 
+# Stats quote field -> (metric name without _total, help); exposed only when quotes are on, so a
+# producer without them shows exactly the metrics it always did. Every Stats.QUOTE_FIELDS entry
+# is here (a test checks).
+QUOTE_COUNTERS: dict[str, tuple[str, str]] = {
+    "quotes": ("quotes", "Top-of-book quotes handed to the sink (after coalescing and every check)."),
+    "quotes_coalesced": ("quotes_coalesced", "Quotes replaced, before they were emitted, by a newer quote of the "
+                                             "same market that arrived in the same socket read."),
+    "quotes_out_of_order": ("quotes_out_of_order", "Quotes dropped as older than the last one of their market "
+                                                   "(lower sequence, or an earlier exchange time)."),
+    "quotes_resequenced": ("quotes_resequenced", "Quotes accepted although their sequence went back: the venue "
+                                                 "renumbered (later exchange time, or several in a row)."),
+    "quotes_crossed": ("quotes_crossed", "Quotes dropped because the book was crossed or locked (bid >= ask)."),
+    "quotes_invalid": ("quotes_invalid", "Quotes dropped with a price or size missing, zero, negative or not a "
+                                         "decimal."),
+}
+
 # librdkafka latency windows, each a stage of produce() -> broker acknowledgement.
 LATENCY_STAGES = (
     ("queue", "int_latency"),     # produce() until the message is put into a produce request
@@ -160,9 +176,14 @@ class ProducerCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.adapter.stats.as_dict()
+        counts = self.adapter.stats  # a Feed sums its connections' counters on each read: read once
+        stats = counts.as_dict()
         for field, (name, doc) in STATS_COUNTERS.items():
             yield self._counter(name, doc, stats[field])
+        if self.adapter.quotes_on:
+            quotes = counts.quote_dict()
+            for field, (name, doc) in QUOTE_COUNTERS.items():
+                yield self._counter(name, doc, quotes[field])
         yield self._gauge("last_trade_age_seconds", "Seconds since this producer last emitted a trade "
                           "(since start until the first one); noted five times a second and at each scrape.",
                           self.adapter.note_trades(self.clock()))

@@ -5,6 +5,12 @@ small seeded per-exchange jitter. With MOCK_DIVERGE_BPS > 0 every exchange after
 quotes that many basis points higher, always or in alternating windows of
 MOCK_DIVERGE_PERIOD_S, so the arbitrage job has a spread to find. Prices are integer ticks
 formatted as decimal strings: no float ever reaches a price.
+
+With PRODUCER_QUOTES on, every trade comes with a top-of-book quote of its exchange and
+symbol: bid and ask one step (about half a basis point) either side of the trade price, so
+the divergence shows in the books too (an exchange MOCK_DIVERGE_BPS higher bids above the
+first one's ask once the divergence exceeds the spread). Quote sizes come from their own
+seeded generator: the trades are the same with quotes on or off.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Adapter, Emit, now_ms
+from .base import Adapter, Emit, EmitQuote, now_ms
 from .config import MockConfig, ProducerConfig
+from .quote import Quote
 from .schema import Trade
 
 _START_PRICE = {"BTC": 6_000_000, "ETH": 300_000, "BNB": 60_000, "SOL": 15_000}  # in cents
@@ -56,6 +63,9 @@ class MockAdapter(Adapter):
         # Ids start at the start time in ms * 1000 so they keep rising across restarts.
         start_id = now_ms() * 1000
         self._next_id = dict.fromkeys(self._rng, start_id)
+        self._quote_rng = {key: random.Random(seed * 1_000_033 + zlib.crc32(f"quote:{key[0]}:{key[1]}".encode()))
+                           for key in self._rng}
+        self._quote_seq = dict.fromkeys(self._rng, start_id)
         self._started = clock()
 
     def markets(self) -> list[str]:
@@ -90,8 +100,24 @@ class MockAdapter(Adapter):
                                  "buy" if rng.random() < 0.5 else "sell", ts, ts))
         return out
 
-    def run(self, emit: Emit, stop: threading.Event) -> None:
+    def quotes_for(self, trades: list[Trade]) -> list[Quote]:
+        """The top of book around each trade of a round: one quote per exchange and symbol."""
+        out = []
+        for t in trades:
+            price = int(t.price.replace(".", ""))  # cents (mock prices always have 2 decimals)
+            step = max(1, price // 20_000)
+            key = (t.exchange, t.symbol)
+            rng = self._quote_rng[key]
+            seq = self._quote_seq[key] = self._quote_seq[key] + 1
+            bid_size, ask_size = rng.randint(1, 5_000_000), rng.randint(1, 5_000_000)
+            out.append(Quote(t.exchange, t.symbol, t.raw_symbol, cents(max(1, price - step)),
+                             f"{bid_size // 1_000_000}.{bid_size % 1_000_000:06d}", cents(price + step),
+                             f"{ask_size // 1_000_000}.{ask_size % 1_000_000:06d}", t.exchange_ts, t.received_ts, seq))
+        return out
+
+    def run(self, emit: Emit, stop: threading.Event, emit_quote: EmitQuote | None = None) -> None:
         # One "round" = one trade per exchange and symbol; rounds are paced to MOCK_RATE per second.
+        quote_to = (emit_quote or emit) if self.quotes_on else None
         interval = 1.0 / self.mock.rate
         next_round = self._clock()
         next_stats = next_round + self.config.stats_interval_s
@@ -100,13 +126,18 @@ class MockAdapter(Adapter):
             if now < next_round:
                 stop.wait(min(next_round - now, 0.5))
                 continue
-            for trade in self.next_trades(now - self._started):
+            trades = self.next_trades(now - self._started)
+            for trade in trades:
                 self.stats.trades += 1
                 emit(trade)
+            if quote_to is not None:
+                for quote in self.quotes_for(trades):
+                    self.stats.quotes += 1
+                    quote_to(quote)  # type: ignore[arg-type]
             self.note_trades(now)
             next_round += interval
             if now - next_round > 1.0:  # fell behind (e.g. suspended): do not burst to catch up
                 next_round = now
             if now >= next_stats:
-                self.log.info("stats %s", self.stats.line())
+                self.log.info("stats %s", self.stats.line(self.quotes_on))
                 next_stats = now + self.config.stats_interval_s

@@ -1,4 +1,7 @@
-"""Where normalized trades go: Kafka (idempotent, acks=all, lz4) or stdout as JSON lines."""
+"""Where normalized trades go: Kafka (idempotent, acks=all, lz4) or stdout as JSON lines.
+
+Quotes (PRODUCER_QUOTES) go through the same librdkafka producer to their own topic
+(`emit_quote`), with the same settings and the same `exchange:symbol` keys."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from cryptomon.kafka_settings import KafkaSettings
 
 from .backoff import Backoff
+from .quote import Quote
 from .schema import Trade
 
 log = logging.getLogger("cryptomon.producer.kafka")
@@ -39,6 +43,12 @@ class StdoutSink:
             self._out.write(line)
             self._out.flush()
 
+    def emit_quote(self, quote: Quote) -> None:
+        line = quote.to_json() + "\n"
+        with self._lock:
+            self._out.write(line)
+            self._out.flush()
+
     def close(self, timeout: float = 10.0) -> int:
         self._out.flush()
         return 0
@@ -46,11 +56,14 @@ class StdoutSink:
 
 class KafkaSink:
     def __init__(self, settings: KafkaSettings, client_id: str, extra: dict | None = None, *,
-                 on_stats: Callable[[str], None] | None = None, stats_interval_s: float = 10.0) -> None:
+                 on_stats: Callable[[str], None] | None = None, stats_interval_s: float = 10.0,
+                 quotes_topic: str | None = None) -> None:
         """`on_stats`: receives librdkafka's statistics JSON every `stats_interval_s` (on the
-        poller thread); None keeps statistics off."""
+        poller thread); None keeps statistics off. `quotes_topic`: where emit_quote produces
+        (None: quotes are off, emit_quote refuses)."""
         self.settings = settings
         self.topic = settings.trades_topic
+        self.quotes_topic = quotes_topic
         self.failed = 0
         self.buffer_full = 0  # produce() found the local queue full and waited
         self.fatal: KafkaError | None = None
@@ -58,6 +71,7 @@ class KafkaSink:
         self._closing = threading.Event()
         self._keys: dict[str, bytes] = {}
         self._key_exchange: dict[str, str] = {}
+        self._quote_keys: dict[tuple[str, str], bytes] = {}
         self._poller: threading.Thread | None = None
         conf: dict = {
             **settings.client_config(),
@@ -106,34 +120,47 @@ class KafkaSink:
             log.warning("Kafka client error (retrying): %s", err)
 
     def wait_ready(self, stop: threading.Event, backoff: Backoff | None = None) -> bool:
-        """Block until the trades topic exists and every partition has a leader.
+        """Block until the trades topic (and the quotes topic, when quotes are on) exists and
+        every partition has a leader.
 
         Kafka down at start, a missing topic or "leader not available" only means waiting,
         with one clear line per attempt. Returns False if stop was set first.
         """
         backoff = backoff or Backoff(0.5, 15.0)
+        names = [self.topic] + ([self.quotes_topic] if self.quotes_topic else [])
         while not stop.is_set():
             problem = None
-            try:
-                md = self._producer.list_topics(self.topic, timeout=5)
-                topic = md.topics.get(self.topic)
-                unknown = topic is not None and topic.error is not None \
-                    and topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-                if topic is None or unknown:
-                    problem = f"topic {self.topic} does not exist (topics are created by the kafka role)"
-                elif topic.error is not None:
-                    problem = f"topic {self.topic}: {topic.error.str()}"
-                elif not topic.partitions or any(p.leader < 0 for p in topic.partitions.values()):
-                    problem = f"topic {self.topic}: leader not available"
-            except KafkaException as exc:
-                problem = f"Kafka not reachable at {self.settings.bootstrap_servers}: {exc.args[0].str()}"
+            ready: list[str] = []
+            for name in names:
+                try:
+                    md = self._producer.list_topics(name, timeout=5)
+                except KafkaException as exc:
+                    problem = f"Kafka not reachable at {self.settings.bootstrap_servers}: {exc.args[0].str()}"
+                    break
+                topic = md.topics.get(name)
+                problem = self._topic_problem(name, topic)
+                if problem is not None:
+                    break
+                ready.append(f"topic {name} with {len(topic.partitions)} partitions")
             if problem is None:
-                log.info("Kafka ready: topic %s with %d partitions", self.topic, len(topic.partitions))
+                log.info("Kafka ready: %s", ", ".join(ready))
                 return True
             delay = backoff.next_delay()
             log.warning("%s; retrying in %.1fs", problem, delay)
             stop.wait(delay)
         return False
+
+    @staticmethod
+    def _topic_problem(name: str, topic: object) -> str | None:
+        error = getattr(topic, "error", None)
+        if topic is None or (error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return f"topic {name} does not exist (topics are created by the kafka role)"
+        if error is not None:
+            return f"topic {name}: {error.str()}"
+        partitions = topic.partitions  # type: ignore[attr-defined]
+        if not partitions or any(p.leader < 0 for p in partitions.values()):
+            return f"topic {name}: leader not available"
+        return None
 
     def emit(self, trade: Trade) -> None:
         # Thread-safe (several connections call it): produce() is, and the key cache only
@@ -155,6 +182,29 @@ class KafkaSink:
                     raise FatalKafkaError(str(self.fatal)) from None
                 try:
                     self._produce(self.topic, value, key)
+                    break
+                except BufferError:
+                    continue
+
+    def emit_quote(self, quote: Quote) -> None:
+        """A quote to the quotes topic, through the same producer (one librdkafka instance)."""
+        topic = self.quotes_topic
+        if topic is None:
+            raise ValueError("quotes are off: this sink has no quotes topic")
+        value = quote.to_json()
+        key = self._quote_keys.get((quote.exchange, quote.symbol))
+        if key is None:
+            key = self._quote_keys[(quote.exchange, quote.symbol)] = quote.key()
+        try:
+            self._produce(topic, value, key)
+        except BufferError:
+            self.buffer_full += 1
+            while True:  # as emit(): wait for deliveries, never drop
+                self._poll(0.1)
+                if self.fatal is not None:
+                    raise FatalKafkaError(str(self.fatal)) from None
+                try:
+                    self._produce(topic, value, key)
                     break
                 except BufferError:
                     continue
