@@ -13,6 +13,15 @@ messages per second per connection (pings, pongs and control messages count), 30
 attempts per 5 minutes per IP, 24 h per connection. We hold 200 streams per connection by
 default (one SUBSCRIBE message per connection, so a reconnect costs one message) and send at
 most one message per 0.3 s.
+
+Quotes (PRODUCER_QUOTES): `<symbol>@bookTicker` next to each trade stream (two streams per
+market, so 100 markets per connection by default). Frames `{"u":400900217,"s":"BNBUSDT",
+"b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}` (wrapped when
+combined), strings throughout [docs]. `u` is the order-book update id, used as the quote's
+sequence for ordering; it is not contiguous across bookTicker events [inferred, unconfirmed],
+so no gap is counted. Spot bookTicker has NO event time and no `e` field [docs]: exchange_ts is
+null. No snapshot on subscribe is documented; it pushes on change. LIST_SUBSCRIPTIONS must
+list the bookTicker streams too.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ class BinanceAdapter(WebSocketAdapter):
     replay_port = 9443
     replay_path = "/stream"
     extra_vars = {"BINANCE_STREAM_TYPE": "trade"}
+    quote_channel = "bookTicker"
     default_stale_after_s = 30.0
     settings_class = BinanceSettings
     limits = Limits(streams_per_connection=1024, default_streams_per_connection=200, subscribe_batch=200,
@@ -88,7 +98,9 @@ class BinanceAdapter(WebSocketAdapter):
         self._symbol_of = {raw: m.symbol for raw, m in self.by_raw.items()}  # the hot path's lookup
 
     def subscribe_messages(self) -> None:
-        streams = [f"{raw.lower()}@{self.stream_type}" for raw in self.by_raw]
+        kinds = (self.stream_type, "bookTicker") if self.quotes_on else (self.stream_type,)
+        # A market's streams side by side, so they land in the same SUBSCRIBE batch.
+        streams = [f"{raw.lower()}@{kind}" for raw in self.by_raw for kind in kinds]
         batch = self.limits_in_use.subscribe_batch
         for i in range(0, len(streams), batch):
             req_id = self._next_id
@@ -105,7 +117,7 @@ class BinanceAdapter(WebSocketAdapter):
             return self._bad("malformed", "frame is not an object", frame)
         data = msg.get("data")
         if data is None:
-            if "e" in msg:
+            if "e" in msg or ("u" in msg and "s" in msg and self.quotes_on):  # raw /ws: unwrapped
                 data = msg
             else:
                 return self._control(msg, frame)
@@ -139,11 +151,27 @@ class BinanceAdapter(WebSocketAdapter):
             self.stats.trades += 1
             return (Trade("binance", symbol, raw, str(tid), price, qty,
                           "sell" if maker else "buy", ts, received_ms),)
+        if event is None and self.quotes_on and "u" in data:
+            return self._book_ticker(data, frame, received_ms)
         if event == "serverShutdown":
             self.log.warning("serverShutdown notice received: reconnecting now")
             self.reconnect_request = Reconnect("serverShutdown", immediate=True)
             return ()
         return self._bad("unknown", f"unknown event {event!r}", frame)
+
+    def _book_ticker(self, data: dict, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
+        try:
+            raw, update_id = data["s"], data["u"]
+            bid, bid_qty, ask, ask_qty = data["b"], data["B"], data["a"], data["A"]
+        except KeyError:
+            return self._bad("malformed", "bookTicker without a required field", frame)
+        market = self.by_raw.get(raw) if type(raw) is str else None
+        if market is None:
+            return self._bad("unknown", "bookTicker for an unsubscribed symbol", frame)
+        if type(update_id) is not int or update_id < 0:
+            return self._bad("malformed", "bookTicker with an invalid update id", frame)
+        self.last_activity = monotonic()
+        return self.quote(market, bid, bid_qty, ask, ask_qty, None, received_ms, update_id, frame)
 
     def _control(self, msg: dict, frame: str | bytes) -> Iterable[Trade]:
         req_id = msg.get("id")
@@ -177,6 +205,9 @@ class BinanceAdapter(WebSocketAdapter):
             return
         held = {str(s).partition("@")[0].upper() for s in result}
         missing = [raw for raw in self.by_raw if raw not in held]
+        if self.quotes_on:
+            streams = {str(s) for s in result}
+            missing += [raw for raw in self.by_raw if raw in held and f"{raw.lower()}@bookTicker" not in streams]
         if missing:
             self.stats.errors += 1
             self.log.error("binance kept %d of %d streams on this connection (missing %s…): it drops "

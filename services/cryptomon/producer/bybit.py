@@ -18,6 +18,16 @@ the spot reply is `{"success":true,"ret_msg":"pong","op":"ping",…}`; the serve
 connection after 10 minutes without ping or data. Limits (documented): 10 args per subscribe
 request, 21,000 characters of args per connection (about 500 topics: our cap), 500 new
 connections per 5 minutes per domain. We hold 100 symbols per connection.
+
+Quotes (PRODUCER_QUOTES): `orderbook.1.<symbol>` next to each trade topic (so 5 symbols per
+subscribe request of 10 args). Spot level 1 pushes every 10 ms and sends snapshots only
+(`type` "snapshot"; a "delta" is counted as unknown), resending an unchanged book every 3 s
+with the same `u` [docs]: `{"topic":"orderbook.1.BTCUSDT","ts":…,"type":"snapshot","data":
+{"s","b":[[px,sz]],"a":[[px,sz]],"u","seq"},"cts":…}`. `u` is the quote's sequence; `u`=1
+means a service restart (followed: its `ts` is later, see quote.QuoteOrder). exchange_ts is
+`ts`, the time Bybit generated this snapshot (`cts`, the matching engine's time of the last
+change, stays the same on the 3 s resends); the docs show `ts` as a number in the table and as
+a string in one note: both are read. An empty side is an invalid quote.
 """
 
 from __future__ import annotations
@@ -35,7 +45,8 @@ from .schema import Trade, is_decimal
 from .symbols import Market, normalized_listing, split_concatenated
 
 _TOPIC = "publicTrade."
-_NAMED = re.compile(r"publicTrade\.([A-Za-z0-9]+)")
+_BOOK = "orderbook.1."
+_NAMED = re.compile(r"(?:publicTrade|orderbook\.1)\.([A-Za-z0-9]+)")
 _SIDES = {"Buy": "buy", "Sell": "sell"}
 _ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
@@ -54,6 +65,7 @@ class BybitAdapter(WebSocketAdapter):
     replay_path = "/v5/public/spot"
     markets_per_ack = 10  # one ack per request of 10 symbols
     default_stale_after_s = 45.0
+    quote_channel = "orderbook.1"
     ping_interval_s = 20.0
     pong_timeout_s = 10.0
     limits = Limits(streams_per_connection=500, default_streams_per_connection=100, subscribe_batch=10,
@@ -87,12 +99,15 @@ class BybitAdapter(WebSocketAdapter):
         req_id = str(self._next_id)
         self._next_id += 1
         self.requests[req_id] = list(symbols)
-        self.queue(json.dumps({"req_id": req_id, "op": "subscribe", "args": [_TOPIC + s for s in symbols]}), req_id)
+        topics = (_TOPIC, _BOOK) if self.quotes_on else (_TOPIC,)
+        self.queue(json.dumps({"req_id": req_id, "op": "subscribe", "args": [t + s for s in symbols for t in topics]}),
+                   req_id)
 
     def subscribe_messages(self) -> None:
         self.requests.clear()
         symbols = list(self.by_raw)
-        batch = self.limits_in_use.subscribe_batch
+        # subscribe_batch counts args (10 on spot): a market takes one per topic.
+        batch = max(1, self.limits_in_use.subscribe_batch // self.streams_per_market(self.config))
         for i in range(0, len(symbols), batch):
             self._request(symbols[i:i + batch])
 
@@ -107,6 +122,8 @@ class BybitAdapter(WebSocketAdapter):
         if type(topic) is str:
             if topic.startswith(_TOPIC):
                 return self._trades(msg, frame, received_ms)
+            if self.quotes_on and topic.startswith(_BOOK):
+                return self._book(msg, frame, received_ms)
             return self._bad("unknown", f"push for an unknown topic {topic[:50]!r}", frame)
         op = msg.get("op")
         if op == "ping" or op == "pong" or msg.get("ret_msg") == "pong":
@@ -137,6 +154,24 @@ class BybitAdapter(WebSocketAdapter):
         self.warn.warning("error", "subscribe refused: %.200s", text)
         self.reconnect_request = Reconnect(f"subscribe refused: {text[:100]}")
         return ()
+
+    def _book(self, msg: dict, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
+        data = msg.get("data")
+        if msg.get("type") != "snapshot":
+            return self._bad("unknown", f"orderbook.1 message of type {msg.get('type')!r}", frame)
+        try:
+            raw, bids, asks, update_id, ts = data["s"], data["b"], data["a"], data["u"], int(msg["ts"])  # type: ignore[index]
+            bid, bid_sz = (bids[0][0], bids[0][1]) if bids else (None, None)
+            ask, ask_sz = (asks[0][0], asks[0][1]) if asks else (None, None)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return self._bad("malformed", "orderbook.1 without a valid field", frame)
+        market = self.by_raw.get(raw) if type(raw) is str else None
+        if market is None:
+            return self._bad("unknown", "orderbook.1 for an unsubscribed symbol", frame)
+        if type(update_id) is not int or update_id < 0 or ts <= 0:
+            return self._bad("malformed", "orderbook.1 with an invalid u or ts", frame)
+        self.last_activity = time.monotonic()
+        return self.quote(market, bid, bid_sz, ask, ask_sz, ts, received_ms, update_id, frame)
 
     def _trades(self, msg: dict, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
         data = msg.get("data")

@@ -14,6 +14,16 @@ trade), deduplicated by trade id (emitted only when newer than what was produced
 per connection documented; "8 requests per second per IP, bursts of 20" is read as the
 connection rate (we allow 5 per second); 100 products per connection by default. An invalid
 product gets an error naming it while the others are subscribed: it is dropped with one line.
+
+Quotes (PRODUCER_QUOTES): the public `ticker` channel, subscribed in the same message. Fields
+`best_bid`, `best_bid_size`, `best_ask`, `best_ask_size` (strings), `sequence` (integer),
+`time` (ISO 8601, µs) [captured frames 2022 and 2026-04, not the docs]. Caveats: the ticker
+fires on matches, so the book shown moves only when a trade happens (quote changes without a
+trade are not sent; `level2`, which has every change, now needs authentication [captured]);
+whether the Exchange ticker batches cascading matches is unconfirmed. `sequence` is per
+product but shared by all channels: it orders quotes, its gaps mean nothing, it is never
+mixed with the `matches` gap check. The first ticker after subscribing may lack `time`
+[cryptofeed sample, 2018]: exchange_ts is then null.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ class CoinbaseAdapter(WebSocketAdapter):
     replay_server = "cryptomon.replay.coinbase:CoinbaseReplay"
     replay_port = 9444
     default_stale_after_s = 10.0
+    quote_channel = "ticker"
     limits = Limits(streams_per_connection=500, default_streams_per_connection=100, subscribe_batch=500,
                     send_interval_s=0.2, connect_attempts=5, connect_window_s=1.0,
                     max_message_bytes=2 << 20)
@@ -68,8 +79,9 @@ class CoinbaseAdapter(WebSocketAdapter):
         self.sequence: dict[str, int] = {}
 
     def subscribe_messages(self) -> None:
+        channels = ["matches", "heartbeat", "ticker"] if self.quotes_on else ["matches", "heartbeat"]
         self.queue(json.dumps({"type": "subscribe", "product_ids": sorted(self.by_raw),
-                               "channels": ["matches", "heartbeat"]}), "subscribe")
+                               "channels": channels}), "subscribe")
 
     def handle(self, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
         try:
@@ -81,6 +93,8 @@ class CoinbaseAdapter(WebSocketAdapter):
         kind = msg.get("type")
         if kind == "match" or kind == "last_match":
             return self._match(msg, kind, frame, received_ms)
+        if kind == "ticker" and self.quotes_on:
+            return self._ticker(msg, frame, received_ms)
         if kind == "heartbeat":
             if msg.get("product_id") in self.by_raw:
                 self.last_activity = time.monotonic()
@@ -105,6 +119,25 @@ class CoinbaseAdapter(WebSocketAdapter):
             self.warn.warning("error", "error message: %.200s (reason: %.200s)", str(msg.get("message")), reason)
             return ()
         return self._bad("unknown", f"unknown message type {kind!r}", frame)
+
+    def _ticker(self, msg: dict, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
+        try:
+            product, seq = msg["product_id"], msg["sequence"]
+            bid, bid_size, ask, ask_size = msg["best_bid"], msg["best_bid_size"], msg["best_ask"], msg["best_ask_size"]
+        except KeyError:
+            return self._bad("malformed", "ticker without a required field", frame)
+        market = self.by_raw.get(product) if type(product) is str else None
+        if market is None:
+            return self._bad("unknown", "ticker for an unsubscribed product", frame)
+        if type(seq) is not int or seq < 0:
+            return self._bad("malformed", "ticker with an invalid sequence", frame)
+        when = msg.get("time")
+        try:
+            ts = None if when is None else iso_to_ms(when)
+        except (TypeError, ValueError, AttributeError):
+            return self._bad("malformed", "ticker with an invalid time", frame)
+        self.last_activity = time.monotonic()
+        return self.quote(market, bid, bid_size, ask, ask_size, ts, received_ms, seq, frame)
 
     def _match(self, msg: dict, kind: str, frame: str | bytes, received_ms: int) -> Iterable[Trade]:
         try:

@@ -23,6 +23,17 @@ v2 writes `BTC/USD`; the REST AssetPairs `wsname` still uses v1 names (`XBT/USD`
 normalized here to BTC and DOGE; `XBT/USD` in KRAKEN_SYMBOLS is accepted as BTC/USD. Limits:
 none documented for connections or subscriptions; we keep 100 symbols per connection, one
 message per 0.2 s and 10 connection attempts per 10 s.
+
+Quotes (PRODUCER_QUOTES): the `ticker` channel with `event_trigger: "bbo"` (published when the
+best bid or offer changes; the default `trades` would publish on trades only) and `snapshot:
+true` (the current book at once; the docs' default, sent explicitly). Each symbol is
+acknowledged per channel; a refused symbol gets one error per channel naming it and no channel
+(both end in the same refusal). Frames `{"channel":"ticker","type":"snapshot"|"update","data":
+[{"symbol","bid","bid_qty","ask","ask_qty",…,"timestamp"?}]}`, prices and quantities JSON
+numbers (kept exact as for trades) [docs fields]. The ticker has NO sequence (sequence null);
+`timestamp` appears in a captured fixture but not in the docs excerpts seen [unconfirmed]:
+when present it orders the quotes and is exchange_ts, else exchange_ts is null. Snapshots are
+the current book, not history: emitted like updates.
 """
 
 from __future__ import annotations
@@ -60,6 +71,7 @@ class KrakenAdapter(WebSocketAdapter):
     replay_path = "/v2"
     markets_per_ack = 1  # one ack per symbol
     default_stale_after_s = 10.0
+    quote_channel = "ticker"
     limits = Limits(streams_per_connection=500, default_streams_per_connection=100, subscribe_batch=100,
                     send_interval_s=0.2, connect_attempts=10, connect_window_s=10.0,
                     max_message_bytes=4 << 20)
@@ -96,6 +108,11 @@ class KrakenAdapter(WebSocketAdapter):
                                                                      "snapshot": True}, "req_id": self._next_id}),
                        *chunk)
             self._next_id += 1
+            if self.quotes_on:
+                self.queue(json.dumps({"method": "subscribe", "params": {
+                    "channel": "ticker", "symbol": chunk, "event_trigger": "bbo", "snapshot": True},
+                    "req_id": self._next_id}), *(("ticker", s) for s in chunk))
+                self._next_id += 1
 
     def handle(self, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
         try:
@@ -107,6 +124,8 @@ class KrakenAdapter(WebSocketAdapter):
         channel = msg.get("channel")
         if channel == "trade":
             return self._trades(msg, frame, received_ms)
+        if channel == "ticker" and self.quotes_on:
+            return self._tickers(msg, frame, received_ms)
         if channel == "heartbeat":
             self.last_activity = time.monotonic()
             return ()
@@ -142,16 +161,40 @@ class KrakenAdapter(WebSocketAdapter):
         result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
         symbol = result.get("symbol", msg.get("symbol"))
         if msg.get("success") is True and isinstance(symbol, str):
-            self.pending_acks.pop(symbol, None)
+            self.pending_acks.pop(("ticker", symbol) if result.get("channel") == "ticker" else symbol, None)
             self.last_activity = time.monotonic()
             return ()
         error = str(msg.get("error", "no reason given"))
-        if isinstance(symbol, str) and symbol in self.by_raw:
+        # With quotes, a refused symbol is refused once per channel (the error names no channel).
+        if isinstance(symbol, str) and (symbol in self.by_raw or (self.quotes_on and symbol in self.rejected)):
             self.pending_acks.pop(symbol, None)
+            self.pending_acks.pop(("ticker", symbol), None)
             self.reject(symbol, error)
             return ()
         self.stats.errors += 1
         self.warn.warning("error", "subscribe failed: %.200s", error)
+        return ()
+
+    def _tickers(self, msg: dict, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
+        data = msg.get("data")
+        if msg.get("type") not in ("update", "snapshot") or type(data) is not list:
+            return self._bad("malformed", "ticker message without type/data", frame)
+        self.last_activity = time.monotonic()
+        for item in data:
+            try:
+                raw, bid, bid_qty = item["symbol"], item["bid"], item["bid_qty"]
+                ask, ask_qty = item["ask"], item["ask_qty"]
+                when = item.get("timestamp")
+                ts = None if when is None else iso_to_ms(when)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self._bad("malformed", "ticker without a valid field", frame)
+                continue
+            market = self.by_raw.get(raw) if type(raw) is str else None
+            if market is None:
+                self._bad("unknown", "ticker for an unsubscribed symbol", frame)
+                continue
+            self.quote(market, number_text(bid), number_text(bid_qty), number_text(ask), number_text(ask_qty), ts,
+                       received_ms, None, frame)
         return ()
 
     def _trades(self, msg: dict, frame: bytes | str, received_ms: int) -> Iterable[Trade]:
