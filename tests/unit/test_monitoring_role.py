@@ -305,7 +305,7 @@ def test_webhook_and_knobs_reach_the_files(tmp_path: Path) -> None:
                  monitoring_prometheus_retention_time="30d", monitoring_prometheus_retention_size="20GB")
     am = yaml.safe_load((out / "svc-1" / "alertmanager.yml").read_text())
     assert am["receivers"] == [{"name": "discord", "discord_configs": [{"webhook_url": url, "send_resolved": True}]}]
-    assert am["route"]["group_wait"] == "30s" and am["route"]["repeat_interval"] == "4h"
+    assert am["route"]["group_wait"] == "10s" and am["route"]["repeat_interval"] == "4h"
     assert run([tool("amtool"), "check-config", str(out / "svc-1" / "alertmanager.yml")]).returncode == 0
     silent = [r for r in alert_rules(out / "svc-1") if r["alert"] == "CryptomonProducerSilent"]
     assert "> 30" in silent[0]["expr"] and silent[1]["for"] == "30s"
