@@ -17,3 +17,13 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Only promtool and amtool are wanted here: on a controller run by systemd the packages would
+# start Prometheus and Alertmanager listening on every address without authentication.
+if [[ -d /run/systemd/system ]]; then
+  sudo_cmd=(); [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
+  for unit in prometheus prometheus-alertmanager prometheus-node-exporter; do
+    if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit" 2>/dev/null; then
+      "${sudo_cmd[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
+fi
