@@ -13,16 +13,20 @@ PYTEST_ARGS ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-system-deps:  ## Debian packages: Java 17, Maven, Docker engine, debootstrap, Chromium
-	@scripts/install-system-deps.sh
+system-deps:  ## Debian packages of every tier: Java 17, Maven, Docker engine, debootstrap, Chromium, promtool
+	@scripts/install-system-deps.sh all
 
-venv: system-deps  ## controller virtualenv (outside the repo, reused between clones)
+# One tier's Debian packages (scripts/install-system-deps.sh says which).
+system-deps-%:
+	@scripts/install-system-deps.sh $*
+
+venv:  ## controller virtualenv (outside the repo, reused between clones)
 	@scripts/bootstrap-venv.sh
 
-cache: venv  ## fill and verify the artifact cache (Kafka, Flink wheels, connector, services)
+cache: venv system-deps-cache  ## fill and verify the artifact cache (Kafka, Flink wheels, connector, services)
 	@$(PY) scripts/fetch_artifacts.py
 
-image: system-deps  ## Docker engine + local Debian systemd base image
+image: system-deps-molecule  ## Docker engine + local Debian systemd base image
 	@scripts/base-image.sh >/dev/null
 
 deps: venv cache image
@@ -32,10 +36,10 @@ lint: venv  ## ruff, yamllint, ansible-lint (production profile)
 	yamllint --strict .
 	ansible-lint
 
-unit: venv  ## tests that need no services
+unit: venv system-deps-unit  ## tests that need no services
 	$(PY) -m pytest -m "not integration and not molecule" $(PYTEST_ARGS)
 
-integration: cache  ## tests against real Kafka/Flink processes started from the cache
+integration: cache system-deps-integration  ## tests against real Kafka/Flink processes started from the cache
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 molecule: cache image  ## converge, idempotence and verify in a systemd container
