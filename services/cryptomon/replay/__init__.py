@@ -4,6 +4,14 @@ trades generated continuously (seeded random walks), the exchange's REST symbol 
 same port, its limits enforced, and a scriptable fault mode (drops, shutdown notices, sequence
 gaps, bad and oversized frames, error replies, ping/pong checks). Used by the integration
 tests and deployed in the sandbox; stdlib only.
+
+Top of book (issue 14): every market also has a best bid and ask, each venue serving it on its
+own channel with its own message shapes. The book follows the trade walk (one step either side
+of the last price, new sizes, a new update id at every trade) until a script or a test sets it
+(`set_quote`, script step `{"do":"quote","symbol":…,"bid":…,"ask":…}`): a set book stays as it is
+until released, so two servers can be made to disagree, e.g. one venue's ask below another's
+bid. `{"do":"quote","symbol":…,"silent":true}` stops a market's quotes (a venue gone quiet).
+The book is computed only when a client reads it: trade-only runs pay nothing for it.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 import zlib
@@ -25,6 +34,29 @@ from .ws import OP_CLOSE, OP_PING, OP_TEXT, ConnectionClosed, WSConnection, WSSe
 log = logging.getLogger("cryptomon.replay")
 
 _START = {"BTC": 6_000_000, "ETH": 300_000, "BNB": 60_000, "SOL": 15_000}  # cents
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # what set_quote takes: a JSON number's text
+
+
+def cents_text(cents: int, decimals: int) -> str:
+    whole, frac = divmod(cents, 100)
+    return f"{whole}.{frac:02d}{'0' * (decimals - 2)}" if decimals >= 2 else str(whole)
+
+
+def units_text(units: int, decimals: int = 8) -> str:
+    whole, frac = divmod(units, 100_000_000)
+    return f"{whole}.{f'{frac:08d}'[:decimals]}" if decimals else str(whole)
+
+
+@dataclass(slots=True, frozen=True)
+class ReplayQuote:
+    """One state of a market's top of book; prices and sizes as the decimal text sent."""
+
+    bid: str
+    bid_size: str
+    ask: str
+    ask_size: str
+    update_id: int   # rises with every change of the book
+    ts_ms: int       # when the book last changed
 
 
 @dataclass(slots=True)
@@ -37,13 +69,10 @@ class ReplayTrade:
     ts_ms: int
 
     def price(self, decimals: int) -> str:
-        whole, cents = divmod(self.price_cents, 100)
-        return f"{whole}.{cents:02d}{'0' * (decimals - 2)}" if decimals >= 2 else str(whole)
+        return cents_text(self.price_cents, decimals)
 
     def size(self, decimals: int = 8) -> str:
-        whole, frac = divmod(self.size_units, 100_000_000)
-        text = f"{frac:08d}"[:decimals]
-        return f"{whole}.{text}" if decimals else str(whole)
+        return units_text(self.size_units, decimals)
 
 
 class Market:
@@ -60,6 +89,14 @@ class Market:
         self.made = 0          # trades made (published) so far
         self.base = 0          # absolute index of tape[0]
         self.keep = keep
+        # Top of book: its own generator, so the trades are the same with or without quotes.
+        self.qrng = random.Random(seed * 7_000_003 + zlib.crc32(symbol.encode()))
+        self.book_version = 0  # +1 per trade and per set/release: the update id's increment
+        self.book_changed_ms = time.time_ns() // 1_000_000
+        self.update_base = 10_000_000 + self.qrng.randint(0, 1000)
+        self.pinned: ReplayQuote | None = None   # set by set_quote: not moved by trades
+        self.quote_silent = False                # no quotes for this market (a venue gone quiet)
+        self._quote: ReplayQuote | None = None
 
     @property
     def end(self) -> int:
@@ -73,12 +110,40 @@ class Market:
         self.next_id += 1
         self.sequence += 1
         self.made += 1
+        self.book_version += 1
+        self.book_changed_ms = trade.ts_ms
         self.tape.append(trade)
         if len(self.tape) > 2 * self.keep:
             drop = len(self.tape) - self.keep
             del self.tape[:drop]
             self.base += drop
         return trade
+
+    def quote(self) -> ReplayQuote:
+        """The current top of book (computed when asked, from the walk's price, unless set)."""
+        if self.pinned is not None:
+            return self.pinned
+        update_id = self.update_base + self.book_version
+        if self._quote is None or self._quote.update_id != update_id:
+            half = max(1, self.price // 40_000)  # about a quarter of a basis point
+            self._quote = ReplayQuote(cents_text(max(1, self.price - half), 2),
+                                      units_text(self.qrng.randint(1, 500_000_000)),
+                                      cents_text(self.price + half, 2), units_text(self.qrng.randint(1, 500_000_000)),
+                                      update_id, self.book_changed_ms)
+        return self._quote
+
+    def set_quote(self, bid: str, ask: str, bid_size: str, ask_size: str) -> ReplayQuote:
+        self.book_version += 1
+        self.book_changed_ms = time.time_ns() // 1_000_000
+        self.pinned = ReplayQuote(bid, bid_size, ask, ask_size, self.update_base + self.book_version,
+                                  self.book_changed_ms)
+        return self.pinned
+
+    def release_quote(self) -> None:
+        if self.pinned is not None:
+            self.pinned = None
+            self.book_version += 1
+            self.book_changed_ms = time.time_ns() // 1_000_000
 
     def skip(self, n: int) -> None:
         """A gap: n trades happen that no client will ever see."""
@@ -102,6 +167,7 @@ class ServerStats:
     errors_sent: int = 0
     connect_rejects: int = 0   # handshakes refused by the connection-attempt limit
     oversized_sent: int = 0
+    quotes_sent: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -346,8 +412,49 @@ class ReplayServer:
             self.gap(int(step.get("n", 5)), step.get("symbol"))
         elif action == "oversized":
             self.send_oversized(int(step.get("bytes", 8 << 20)))
+        elif action == "quote":
+            self._quote_step(step)
         else:
             raise ValueError(f"unknown script action {action!r}")
+
+    # --- top of book -------------------------------------------------------------------------
+    def set_quote(self, symbol: str, bid: str, ask: str, bid_size: str = "1.00000000",
+                  ask_size: str = "1.00000000") -> ReplayQuote:
+        """Fix `symbol`'s best bid and ask (the venue's own symbol, e.g. BTCUSDT, BTC-USD,
+        BTC/USD) until release_quote; pushed to every subscriber at once. Any number text is
+        taken, crossed books and zero sizes included, so tests can send bad books too."""
+        for name, value in (("bid", bid), ("ask", ask), ("bid_size", bid_size), ("ask_size", ask_size)):
+            if not isinstance(value, str) or not _NUMBER.fullmatch(value):
+                raise ValueError(f"{name} {value!r} is not a number as text (e.g. \"101.25\")")
+        m = self.market(symbol)
+        with self.cond:
+            quote = m.set_quote(bid, ask, bid_size, ask_size)
+            self.cond.notify_all()
+        return quote
+
+    def release_quote(self, symbol: str) -> None:
+        """Back to the book that follows the trades."""
+        with self.cond:
+            self.markets[symbol].release_quote()
+            self.cond.notify_all()
+
+    def silence_quotes(self, symbol: str, silent: bool = True) -> None:
+        """Stop (or resume) sending `symbol`'s quotes, resends included: a venue gone quiet."""
+        with self.cond:
+            self.market(symbol).quote_silent = silent
+            self.cond.notify_all()
+
+    def _quote_step(self, step: dict) -> None:
+        symbol = step["symbol"]
+        if not isinstance(symbol, str):
+            raise ValueError(f"symbol {symbol!r} is not a string")
+        if "silent" in step:
+            self.silence_quotes(symbol, bool(step["silent"]))
+        if step.get("release"):
+            self.release_quote(symbol)
+        elif "bid" in step or "ask" in step:
+            self.set_quote(symbol, str(step["bid"]), str(step["ask"]), str(step.get("bid_size", "1.00000000")),
+                           str(step.get("ask_size", "1.00000000")))
 
 
 class Client:
@@ -360,6 +467,8 @@ class Client:
         self.incoming: deque[float] = deque()
         self.requests = 0
         self.chars = 0                      # subscribed topic characters (Bybit's per-connection cap)
+        # (channel, market) -> [update id last sent, monotonic time it was sent]: top-of-book subscriptions
+        self.quotes: dict[tuple[str, str], list[float]] = {}
         self.conn_id = f"{zlib.crc32(str(id(ws)).encode()):08x}"
         # Held from choosing what to send until it is sent, so acks and snapshots sent by the
         # reader never overtake (or get overtaken by) the writer's updates.
@@ -379,6 +488,8 @@ class PubSubReplay(ReplayServer):
     idle_timeout: float | None = None        # close when nothing moved either way for this long
     max_age: float | None = None
     max_incoming_per_s: int | None = None
+    # Top-of-book channel -> seconds after which an unchanged book is sent again (Bybit: 3 s).
+    quote_resend: dict[str, float] = {}
 
     def __init__(self, symbols: list[str] | None = None, *, idle_timeout: float | None = None,
                  heartbeat_interval: float | None = None, max_age: float | None = None,
@@ -411,6 +522,10 @@ class PubSubReplay(ReplayServer):
     def heartbeat(self) -> str | None:
         return None
 
+    def encode_quote(self, channel: str, symbol: str, quote: ReplayQuote, market: Market) -> str:
+        """One top-of-book message in the venue's shape (quote venues override)."""
+        raise NotImplementedError
+
     # --- helpers for the exchange modules -------------------------------------------------
     def ready_count(self, subscribed: bool = True) -> int:
         return sum(1 for c in list(self._conns.values()) if not c.ws.closed.is_set() and (c.subs or not subscribed))
@@ -426,6 +541,29 @@ class PubSubReplay(ReplayServer):
                 conn.subs[symbol] = max(m.base, m.end - self.replay_on_subscribe)
             self.cond.notify_all()
             return m.tape[-snapshot:] if snapshot else []
+
+    def subscribe_quote(self, conn: Client, channel: str, symbol: str) -> tuple[ReplayQuote, Market]:
+        """Start `channel` for `symbol` on `conn`; the current book is returned for the venue's
+        snapshot on subscribe (sent by the caller, after its ack) and counts as sent."""
+        m = self.market(symbol)
+        with self.cond:
+            quote = m.quote()
+            conn.quotes[(channel, symbol)] = [quote.update_id, time.monotonic()]
+            return quote, m
+
+    def _quote_batch(self, conn: Client, now: float) -> list[str]:
+        """Every changed book (and every due resend) of `conn`'s quote subscriptions; cond held."""
+        out = []
+        for (channel, symbol), state in list(conn.quotes.items()):
+            m = self.markets[symbol]
+            if m.quote_silent:
+                continue
+            quote = m.quote()
+            resend = self.quote_resend.get(channel)
+            if quote.update_id != state[0] or (resend is not None and now - state[1] >= resend):
+                out.append(self.encode_quote(channel, symbol, quote, m))
+                state[0], state[1] = quote.update_id, now
+        return out
 
     def error(self, conn: Client, obj: Any) -> None:
         self.stats.errors_sent += 1
@@ -477,6 +615,7 @@ class PubSubReplay(ReplayServer):
                 with self.cond:
                     self.cond.wait(0.05)
                 batch: list[str] = []
+                quotes: list[str] = []
                 with conn.order:
                     with self.cond:
                         for symbol, index in list(conn.subs.items()):
@@ -484,11 +623,14 @@ class PubSubReplay(ReplayServer):
                             if trades:
                                 batch += self.encode(symbol, trades)
                                 self.sent.update((symbol, t.trade_id) for t in trades)
+                        if conn.quotes:
+                            quotes = self._quote_batch(conn, time.monotonic())
                     now = time.monotonic()
-                    if batch:
-                        ws.send_frames(batch)
+                    if batch or quotes:
+                        ws.send_frames(batch + quotes)
                         conn.last_out = now
                         self.stats.trades_sent += len(batch)
+                        self.stats.quotes_sent += len(quotes)
                     elif (self.heartbeat_interval is not None and conn.subs
                           and now - conn.last_out >= self.heartbeat_interval):
                         beat = self.heartbeat()

@@ -9,6 +9,12 @@ silently not subscribed), 300 connection attempts per 5 minutes (more are refuse
 429). It pings every `ping_interval` and closes connections that do not pong within
 `pong_timeout`, cuts connections at `max_age` and can announce `serverShutdown`. Subscribing
 to an unknown symbol is not an error, as on the real server.
+
+`<symbol>@bookTicker` (top of book): `{"u","s","b","B","a","A"}`, strings, no event time, `u`
+the book's update id; pushed on every change. One difference from the real stream, for tests:
+the current book is also sent once right after subscribing, so a book fixed by `set_quote`
+reaches clients that subscribe later (Binance documents no snapshot; its books change
+constantly).
 """
 
 from __future__ import annotations
@@ -19,10 +25,17 @@ import threading
 import time
 from collections import deque
 
-from . import Market, ReplayServer, ReplayTrade
+from . import Market, ReplayQuote, ReplayServer, ReplayTrade
 from .ws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, ConnectionClosed, WSConnection
 
 STREAM_TYPES = ("trade", "aggTrade")
+BOOK_TICKER = "bookTicker"
+
+
+def book_ticker_text(stream: str, symbol: str, q: ReplayQuote, combined: bool) -> str:
+    body = (f'{{"u":{q.update_id},"s":"{symbol}","b":"{q.bid}","B":"{q.bid_size}","a":"{q.ask}",'
+            f'"A":"{q.ask_size}"}}')
+    return f'{{"stream":"{stream}","data":{body}}}' if combined else body
 
 
 def trade_text(stream: str, symbol: str, t: ReplayTrade, kind: str, combined: bool, now: int) -> str:
@@ -52,6 +65,7 @@ class _Conn:
         self.ws = ws
         self.combined = combined
         self.subs: dict[str, int] = {}     # stream name -> next tape index
+        self.books: dict[str, int] = {}    # bookTicker stream name -> update id last sent (-1: none yet)
         self.incoming: deque[float] = deque()
         self.pong_wait: dict[bytes, float] = {}  # outstanding ping payload -> pong deadline
         self.opened = time.monotonic()
@@ -84,7 +98,7 @@ class BinanceReplay(ReplayServer):
 
     def ready_count(self, subscribed: bool = True) -> int:
         return sum(1 for c in list(self._conns.values())
-                   if not c.ws.closed.is_set() and (c.subs or not subscribed))
+                   if not c.ws.closed.is_set() and (c.subs or c.books or not subscribed))
 
     # --- injections ---------------------------------------------------------------------
     def shutdown_notice(self) -> int:
@@ -191,8 +205,8 @@ class BinanceReplay(ReplayServer):
                 if self.ignore_next_subscribes > 0:
                     self.ignore_next_subscribes -= 1
                     return None
-                new = [p for p in dict.fromkeys(params) if p not in conn.subs]
-                room = self.max_streams - len(conn.subs)
+                new = [p for p in dict.fromkeys(params) if p not in conn.subs and p not in conn.books]
+                room = self.max_streams - len(conn.subs) - len(conn.books)
                 if len(new) > room:
                     if self.over_limit == "close":
                         self.stats.rate_limit_closes += 1
@@ -206,9 +220,10 @@ class BinanceReplay(ReplayServer):
             else:
                 for p in params:
                     conn.subs.pop(p, None)
+                    conn.books.pop(p, None)
             conn.ws.send_text(json.dumps({"result": None, "id": req_id}))
         elif method == "LIST_SUBSCRIPTIONS":
-            conn.ws.send_text(json.dumps({"result": sorted(conn.subs), "id": req_id}))
+            conn.ws.send_text(json.dumps({"result": sorted([*conn.subs, *conn.books]), "id": req_id}))
         else:
             self._error(conn, 2, f"Invalid request: unknown method {method!r}", req_id)
         return None
@@ -216,15 +231,32 @@ class BinanceReplay(ReplayServer):
     @staticmethod
     def _valid_stream(stream: str) -> bool:
         symbol, _, kind = stream.partition("@")
-        return kind in STREAM_TYPES and symbol.isalnum() and symbol == symbol.lower()
+        return (kind in STREAM_TYPES or kind == BOOK_TICKER) and symbol.isalnum() and symbol == symbol.lower()
 
     def _subscribe_stream(self, conn: _Conn, stream: str) -> None:
         if not self._valid_stream(stream):
             return
         market: Market = self.market(stream.partition("@")[0].upper())
         with self.cond:
-            conn.subs[stream] = max(market.base, market.end - self.replay_on_subscribe)
+            if stream.endswith("@" + BOOK_TICKER):
+                conn.books[stream] = -1  # the writer sends the current book first
+            else:
+                conn.subs[stream] = max(market.base, market.end - self.replay_on_subscribe)
             self.cond.notify_all()
+
+    def _books(self, conn: _Conn) -> list[str]:
+        """bookTicker events for every changed book of `conn` (cond held)."""
+        out = []
+        for stream, sent in list(conn.books.items()):
+            upper = stream.partition("@")[0].upper()
+            market = self.markets[upper]
+            if market.quote_silent:
+                continue
+            quote = market.quote()
+            if quote.update_id != sent:
+                out.append(book_ticker_text(stream, upper, quote, conn.combined))
+                conn.books[stream] = quote.update_id
+        return out
 
     def _writer(self, conn: _Conn) -> None:
         ws = conn.ws
@@ -232,6 +264,7 @@ class BinanceReplay(ReplayServer):
         try:
             while not ws.closed.is_set() and not self._stop.is_set():
                 batch: list[str] = []
+                books: list[str] = []
                 with self.cond:
                     self.cond.wait(0.05)
                     now_ms = time.time_ns() // 1_000_000
@@ -240,9 +273,12 @@ class BinanceReplay(ReplayServer):
                         upper = symbol.upper()
                         trades, conn.subs[stream] = self.markets[upper].since(index)
                         batch += [trade_text(stream, upper, t, kind, conn.combined, now_ms) for t in trades]
-                if batch:
-                    ws.send_frames(batch)
+                    if conn.books:
+                        books = self._books(conn)
+                if batch or books:
+                    ws.send_frames(batch + books)
                     self.stats.trades_sent += len(batch)
+                    self.stats.quotes_sent += len(books)
                 now = time.monotonic()
                 if now >= next_ping:
                     payload = os.urandom(8)

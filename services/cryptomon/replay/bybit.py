@@ -9,6 +9,11 @@ does not list), a topic-length message past 21,000 characters of args per connec
 `idle_timeout` (10 minutes on the real server) is closed; 500 connection attempts per 5 minutes
 are admitted. Trades of a market are batched in one message (`type` always "snapshot"),
 ascending, `S` the taker's side, `i` a 19-digit numeric string.
+
+Top of book: `orderbook.1.<symbol>` topics (level 1, snapshots only): a snapshot after the
+subscribe reply, then one per change with `u` = the book's update id, `ts` the push time and
+`cts` the time the book changed; an unchanged book is sent again every 3 s with the same `u`,
+as Bybit does.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import Client, PubSubReplay, ReplayTrade, now_ms
+from . import Client, Market, PubSubReplay, ReplayQuote, ReplayTrade, now_ms
 
 MAX_ARGS = 10
 MAX_CHARS = 21_000
 _ID_BASE = 2_290_000_000_000_000_000
+TRADE = "publicTrade."
+BOOK = "orderbook.1."
 
 
 class BybitReplay(PubSubReplay):
@@ -29,6 +36,7 @@ class BybitReplay(PubSubReplay):
     rest_paths = {"/v5/market/instruments-info": "bybit"}
     idle_timeout = 600.0
     default_max_connects = (500, 300.0)
+    quote_resend = {"orderbook.1": 3.0}
 
     def __init__(self, symbols: list[str] | None = None, **kw: Any) -> None:
         super().__init__(symbols, **kw)
@@ -46,6 +54,11 @@ class BybitReplay(PubSubReplay):
                 for t in trades[i:i + 1024])
             out.append(f'{{"topic":"publicTrade.{symbol}","ts":{now_ms()},"type":"snapshot","data":[{items}]}}')
         return out
+
+    def encode_quote(self, channel: str, symbol: str, quote: ReplayQuote, market: Market) -> str:
+        return (f'{{"topic":"orderbook.1.{symbol}","ts":{now_ms()},"type":"snapshot","data":{{"s":"{symbol}",'
+                f'"b":[["{quote.bid}","{quote.bid_size}"]],"a":[["{quote.ask}","{quote.ask_size}"]],'
+                f'"u":{quote.update_id},"seq":{market.sequence}}},"cts":{quote.ts_ms}}}')
 
     def _reply(self, conn: Client, op: str, req_id: object, success: bool, ret_msg: str) -> None:
         body = {"success": success, "ret_msg": ret_msg, "conn_id": conn.conn_id,
@@ -73,15 +86,18 @@ class BybitReplay(PubSubReplay):
         self.subscribe_requests.append(req)
         if len(args) > MAX_ARGS:
             return self._reply(conn, op, req_id, False, f"args size >{MAX_ARGS}")
-        bad = [a for a in args if not (a.startswith("publicTrade.") and self.known(a[len("publicTrade."):]))]
+        bad = [a for a in args if not (a.startswith((TRADE, BOOK)) and self.known(_symbol(a)))]
         if bad:
             return self._reply(conn, op, req_id, False, f"Invalid symbol :[{','.join(bad)}]")
         if op == "unsubscribe":
             for a in args:
-                if conn.subs.pop(a[len("publicTrade."):], None) is not None:
+                held = conn.subs if a.startswith(TRADE) else conn.quotes
+                key = _symbol(a) if a.startswith(TRADE) else ("orderbook.1", _symbol(a))
+                if held.pop(key, None) is not None:  # type: ignore[call-overload]
                     conn.chars -= len(a)
             return self._reply(conn, op, req_id, True, "unsubscribe")
-        new = [a for a in args if a[len("publicTrade."):] not in conn.subs]
+        new = [a for a in args if (_symbol(a) not in conn.subs if a.startswith(TRADE)
+                                   else ("orderbook.1", _symbol(a)) not in conn.quotes)]
         if conn.chars + sum(len(a) for a in new) > MAX_CHARS:
             return self._reply(conn, op, req_id, False,
                                f"error:topics on this connection exceed {MAX_CHARS} characters")
@@ -91,8 +107,22 @@ class BybitReplay(PubSubReplay):
         if self.ignore_next_subscribes > 0:
             self.ignore_next_subscribes -= 1
             return None
+        snapshots = []
         for a in new:
-            self.subscribe(conn, a[len("publicTrade."):])
+            if a.startswith(TRADE):
+                self.subscribe(conn, _symbol(a))
+            else:
+                quote, market = self.subscribe_quote(conn, "orderbook.1", _symbol(a))
+                if not market.quote_silent:
+                    snapshots.append(self.encode_quote("orderbook.1", _symbol(a), quote, market))
             conn.chars += len(a)
         self.stats.subscribes += 1
-        return self._reply(conn, op, req_id, True, "subscribe")
+        self._reply(conn, op, req_id, True, "subscribe")
+        for text in snapshots:  # the book's snapshot, after the reply
+            conn.send(text)
+            self.stats.quotes_sent += 1
+        return None
+
+
+def _symbol(topic: str) -> str:
+    return topic[len(TRADE):] if topic.startswith(TRADE) else topic[len(BOOK):]

@@ -24,7 +24,21 @@ from cryptomon.kafka_settings import ConfigError
 from cryptomon.logging_setup import setup_logging
 from cryptomon.producer.registry import adapter_class, exchange_names, replay_class
 
-from . import ReplayServer
+from . import _NUMBER, ReplayServer
+
+
+def _check_quote_step(n: int, step: dict[str, Any]) -> None:
+    """A `quote` step: a symbol, and a book to set (bid and ask), `release` or `silent`."""
+    if not isinstance(step.get("symbol"), str) or not step["symbol"]:
+        raise ConfigError(f"--script: step {n}: a quote step needs a \"symbol\" (the venue's own, e.g. BTCUSDT)")
+    book = [k for k in ("bid", "ask", "bid_size", "ask_size") if k in step]
+    if not book and not step.get("release") and "silent" not in step:
+        raise ConfigError(f"--script: step {n}: a quote step needs bid and ask, \"release\" or \"silent\"")
+    if book and not {"bid", "ask"} <= set(book):
+        raise ConfigError(f"--script: step {n}: a quote step sets both bid and ask")
+    for key in book:
+        if not isinstance(step[key], str) or not _NUMBER.fullmatch(step[key]):
+            raise ConfigError(f"--script: step {n}: {key} {step[key]!r} must be a number as text, e.g. \"101.25\"")
 
 
 def load_script(path: str) -> list[dict[str, Any]]:
@@ -46,6 +60,8 @@ def load_script(path: str) -> list[dict[str, Any]]:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or not math.isfinite(value) or value < 0 or (key == "every" and value == 0)):
                 raise ConfigError(f"--script: step {n}: {key!r} must be a number of seconds (every > 0)")
+        if step["do"] == "quote":
+            _check_quote_step(n, step)
     return steps
 
 
@@ -62,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=positive_int, default=50_000, help="trades kept per market for replays")
     parser.add_argument("--ping-interval", type=positive_float, default=None, help="seconds between server pings")
     parser.add_argument("--max-age", type=positive_float, default=None, help="cut connections after N s")
-    parser.add_argument("--script", help="JSON list of timed faults, e.g. "
-                        '[{"at":30,"do":"drop"},{"every":300,"do":"shutdown"},{"every":120,"do":"gap","n":3}]')
+    parser.add_argument("--script", help="JSON list of timed faults and books, e.g. "
+                        '[{"at":30,"do":"drop"},{"every":300,"do":"shutdown"},{"every":120,"do":"gap","n":3},'
+                        '{"at":10,"do":"quote","symbol":"BTCUSDT","bid":"60000.10","ask":"60000.20"}]')
     args = parser.parse_args(argv)
     setup_logging("INFO")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]

@@ -5,6 +5,12 @@ A client must subscribe within `subscribe_timeout` seconds or is disconnected. T
 product starts with `last_match` (the latest trade, which the client may already have), then
 `match` messages whose `sequence` rises by one per product; `gap()` skips sequence numbers
 and trades that no client ever sees. `side` is the MAKER's side, as on the real feed.
+
+`ticker` (top of book): right after the `subscriptions` reply, the current ticker per product
+without `side`, `time`, `trade_id` and `last_size` (as a first ticker was captured), then a
+full ticker per change of the book; `sequence` is the product's sequence (shared with
+`matches`, so it does not rise with a book set by a script). The real ticker fires on trades
+only; here it fires on every change, so a book set by a script reaches the clients at once.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from . import ReplayServer, ReplayTrade
+from . import Market, ReplayQuote, ReplayServer, ReplayTrade
 from .ws import OP_CLOSE, OP_PING, OP_TEXT, ConnectionClosed, WSConnection
 
-CHANNELS = ("matches", "heartbeat")
+CHANNELS = ("matches", "heartbeat", "ticker")
 
 
 def iso(ms: int) -> str:
@@ -35,10 +41,25 @@ def match_event(product: str, t: ReplayTrade, kind: str = "match") -> dict:
     }
 
 
+def ticker_event(product: str, q: ReplayQuote, m: Market, first: bool = False) -> dict:
+    event: dict = {"type": "ticker", "sequence": m.sequence - 1, "product_id": product}
+    last = m.tape[-1] if m.tape else None
+    price = last.price(2) if last else q.ask
+    event.update({"price": price, "open_24h": price, "volume_24h": f"{m.made}.00000000", "low_24h": price,
+                  "high_24h": price, "volume_30d": f"{m.made}.00000000", "best_bid": q.bid,
+                  "best_bid_size": q.bid_size, "best_ask": q.ask, "best_ask_size": q.ask_size})
+    if not first:
+        event.update({"side": "sell" if last and last.buyer_maker else "buy", "time": iso(q.ts_ms),
+                      "trade_id": last.trade_id if last else m.next_id - 1,
+                      "last_size": last.size(8) if last else "0.00000000"})
+    return event
+
+
 class _Conn:
     def __init__(self, ws: WSConnection) -> None:
         self.ws = ws
         self.matches: dict[str, int] = {}   # product -> next tape index
+        self.tickers: dict[str, int] = {}   # product -> book update id last sent
         self.heartbeat: set[str] = set()
         self.subscribed = threading.Event()
         self.opened = time.monotonic()
@@ -143,14 +164,24 @@ class CoinbaseReplay(ReplayServer):
 
     def _apply(self, conn: _Conn, req: dict, wanted: list[tuple[str, list[str]]]) -> None:
         last_matches = []
+        first_tickers = []
         with self.cond:
             for name, products in wanted:
                 for p in products:
                     m = self.market(p)
                     if req["type"] == "unsubscribe":
-                        conn.matches.pop(p, None) if name == "matches" else conn.heartbeat.discard(p)
+                        if name == "ticker":
+                            conn.tickers.pop(p, None)
+                        else:
+                            conn.matches.pop(p, None) if name == "matches" else conn.heartbeat.discard(p)
                     elif name == "heartbeat":
                         conn.heartbeat.add(p)
+                    elif name == "ticker":
+                        if p not in conn.tickers:
+                            quote = m.quote()
+                            conn.tickers[p] = quote.update_id
+                            if not m.quote_silent:
+                                first_tickers.append(ticker_event(p, quote, m, first=True))
                     elif p not in conn.matches:
                         if not m.tape:
                             m.make()
@@ -158,10 +189,15 @@ class CoinbaseReplay(ReplayServer):
                         conn.matches[p] = max(m.base, m.end - self.replay_on_subscribe)
         channels = [{"name": "matches", "product_ids": sorted(conn.matches)},
                     {"name": "heartbeat", "product_ids": sorted(conn.heartbeat)}]
+        if conn.tickers:
+            channels.append({"name": "ticker", "product_ids": sorted(conn.tickers)})
         conn.ws.send_text(json.dumps({"type": "subscriptions", "channels": channels}))
         for event in last_matches:
             conn.ws.send_text(json.dumps(event))
             self.sent.add((event["product_id"], event["trade_id"]))
+        for event in first_tickers:
+            conn.ws.send_text(json.dumps(event))
+            self.stats.quotes_sent += 1
         self.stats.subscribes += 1
         conn.subscribed.set()
 
@@ -176,6 +212,7 @@ class CoinbaseReplay(ReplayServer):
                     ws.close(1008, "subscribe timeout")
                     return
                 batch: list[str] = []
+                tickers: list[str] = []
                 ids: list[tuple[str, int]] = []
                 now = time.monotonic()
                 with self.cond:
@@ -186,6 +223,12 @@ class CoinbaseReplay(ReplayServer):
                         trades, conn.matches[product] = self.markets[product].since(index)
                         batch += [json.dumps(match_event(product, t)) for t in trades]
                         ids += [(product, t.trade_id) for t in trades]
+                    for product, sent in list(conn.tickers.items()):
+                        m = self.markets[product]
+                        quote = m.quote()
+                        if quote.update_id != sent and not m.quote_silent:
+                            tickers.append(json.dumps(ticker_event(product, quote, m)))
+                            conn.tickers[product] = quote.update_id
                     if now >= next_beat:
                         for product in sorted(conn.heartbeat):
                             m = self.market(product)
@@ -194,9 +237,10 @@ class CoinbaseReplay(ReplayServer):
                                 "product_id": product, "time": iso(time.time_ns() // 1_000_000)}))
                         next_beat = now + self.heartbeat_interval
                 try:
-                    if batch:
-                        ws.send_frames(batch)
+                    if batch or tickers:
+                        ws.send_frames(batch + tickers)
                         self.stats.trades_sent += len(batch)
+                        self.stats.quotes_sent += len(tickers)
                         self.sent.update(ids)
                 finally:
                     conn.order.release()

@@ -8,6 +8,13 @@ in one message; price and qty are JSON numbers, written from the exact decimal d
 `{"channel":"heartbeat"}` goes out about once a second when nothing else flows, `ping` is
 answered with `pong`, malformed requests get `{"error":…,"success":false}`. The trade id is a
 sequence number per book.
+
+`ticker` (top of book): `event_trigger` `bbo` (or `trades`, treated alike here: an update per
+change of the book), acknowledged per symbol with `result.channel` "ticker"; `snapshot`
+(default true) sends the current book as `type:"snapshot"` after the ack, then `type:"update"`
+per change; bid/ask/quantities are JSON numbers, `timestamp` is included (as in the captured
+fixture the adapter is tested with), no sequence. Unknown symbols get the same refusal as on
+`trade`, naming the symbol and not the channel.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import Client, PubSubReplay, ReplayTrade, iso_us
+from . import Client, Market, PubSubReplay, ReplayQuote, ReplayTrade, iso_us
 from .listing import KRAKEN_V1
 
 SNAPSHOT = 50
+CHANNELS = ("trade", "ticker")
 
 
 def _times() -> dict[str, str]:
@@ -68,6 +76,13 @@ class KrakenReplay(PubSubReplay):
         return ['{"channel":"trade","type":"update","data":[' + ",".join(trade_json(symbol, t) for t in trades)
                 + "]}"]
 
+    def encode_quote(self, channel: str, symbol: str, quote: ReplayQuote, market: Market, kind: str = "update") -> str:
+        last = market.tape[-1].price(2) if market.tape else quote.ask
+        return (f'{{"channel":"ticker","type":"{kind}","data":[{{"symbol":"{symbol}","bid":{quote.bid},'
+                f'"bid_qty":{quote.bid_size},"ask":{quote.ask},"ask_qty":{quote.ask_size},"last":{last},'
+                f'"volume":{market.made},"vwap":{last},"low":{last},"high":{last},"change":0.0,"change_pct":0.0,'
+                f'"timestamp":"{iso_us(quote.ts_ms)}"}}]}}')
+
     def on_text(self, conn: Client, data: bytes) -> None:
         try:
             req = json.loads(data)
@@ -83,10 +98,14 @@ class KrakenReplay(PubSubReplay):
             return self.error(conn, {"error": f"Unsupported method {method!r}", "method": str(method),
                                      "success": False, **extra, **_times()})
         params = req.get("params")
-        if not isinstance(params, dict) or params.get("channel") != "trade":
-            channel = params.get("channel") if isinstance(params, dict) else None
+        channel = params.get("channel") if isinstance(params, dict) else None
+        if channel not in CHANNELS:
             return self.error(conn, {"error": f"Channel {channel!r} not supported here", "method": method,
                                      "success": False, **extra, **_times()})
+        assert isinstance(params, dict)
+        if channel == "ticker" and params.get("event_trigger", "trades") not in ("trades", "bbo"):
+            return self.error(conn, {"error": f"event_trigger {params.get('event_trigger')!r}: expected bbo or trades",
+                                     "method": method, "success": False, **extra, **_times()})
         symbols = params.get("symbol")
         if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
             return self.error(conn, {"error": "symbol: expected a list of currency pairs", "method": method,
@@ -97,8 +116,29 @@ class KrakenReplay(PubSubReplay):
             return None
         snapshot = params.get("snapshot", True) is not False
         for symbol in symbols:
-            self._one(conn, method, symbol, snapshot, extra)
+            if channel == "ticker":
+                self._one_ticker(conn, method, symbol, snapshot, extra)
+            else:
+                self._one(conn, method, symbol, snapshot, extra)
         return None
+
+    def _one_ticker(self, conn: Client, method: str, symbol: str, snapshot: bool, extra: dict[str, Any]) -> None:
+        if not self.known(symbol):
+            self.error(conn, {"error": f"Currency pair not supported {symbol}", "method": method,
+                              "success": False, "symbol": symbol, **extra, **_times()})
+            return
+        ack = {"method": method, "result": {"channel": "ticker", "symbol": symbol}, "success": True, **extra,
+               **_times()}
+        if method == "unsubscribe":
+            conn.quotes.pop(("ticker", symbol), None)
+            conn.send(ack)
+            return
+        self.stats.subscribes += 1
+        quote, market = self.subscribe_quote(conn, "ticker", symbol)
+        conn.send({**ack, "result": {"channel": "ticker", "symbol": symbol, "snapshot": snapshot}})
+        if snapshot and not market.quote_silent:
+            conn.send(self.encode_quote("ticker", symbol, quote, market, "snapshot"))
+            self.stats.quotes_sent += 1
 
     def _one(self, conn: Client, method: str, symbol: str, snapshot: bool, extra: dict[str, Any]) -> None:
         if not self.known(symbol):

@@ -9,6 +9,11 @@ text `ping` is answered with `pong`; a connection with nothing sent either way f
 closed (the server's 30 s rule); 3 connection attempts per second are admitted. Trades go out
 one message per trade, every value a string, `side` the taker's. `notice()` sends the 64008
 service-upgrade notice and closes the connections after a grace period.
+
+Top of book: `bbo-tbt` (a 1-level snapshot right after the ack, then one per change, each with
+`seqId` = the book's update id and `ts`; an unchanged book is sent again after 60 s, same
+`seqId`, as OKX does when idle) and `tickers` (every value a string, no sequence; sent at once
+on subscribe here, which OKX does not document, then per change).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import threading
 import time
 from typing import Any
 
-from . import Client, PubSubReplay, ReplayTrade
+from . import Client, Market, PubSubReplay, ReplayQuote, ReplayTrade, now_ms
 
 MAX_REQUEST = 64 * 1024
 REQUESTS_PER_HOUR = 480
+CHANNELS = ("trades", "bbo-tbt", "tickers")
 
 
 class OkxReplay(PubSubReplay):
@@ -30,6 +36,7 @@ class OkxReplay(PubSubReplay):
     rest_paths = {"/api/v5/public/instruments": "okx"}
     idle_timeout = 30.0
     default_max_connects = (3, 1.0)
+    quote_resend = {"bbo-tbt": 60.0}
 
     def __init__(self, symbols: list[str] | None = None, *, notice_grace: float = 1.0, **kw: Any) -> None:
         super().__init__(symbols, **kw)
@@ -44,6 +51,19 @@ class OkxReplay(PubSubReplay):
         return [f'{head}{t.trade_id}","px":"{t.price(2)}","sz":"{t.size(8)}","side":"'
                 f'{"sell" if t.buyer_maker else "buy"}","ts":"{t.ts_ms}","count":"1","source":"0",'
                 f'"seqId":{t.sequence}}}]}}' for t in trades]
+
+    def encode_quote(self, channel: str, symbol: str, quote: ReplayQuote, market: Market) -> str:
+        if channel == "bbo-tbt":
+            return (f'{{"arg":{{"channel":"bbo-tbt","instId":"{symbol}"}},"data":[{{"asks":[["{quote.ask}",'
+                    f'"{quote.ask_size}","0","3"]],"bids":[["{quote.bid}","{quote.bid_size}","0","2"]],'
+                    f'"ts":"{now_ms()}","seqId":{quote.update_id}}}]}}')
+        last = market.tape[-1] if market.tape else None
+        last_px, last_sz = (last.price(2), last.size(8)) if last else (quote.ask, "0")
+        return (f'{{"arg":{{"channel":"tickers","instId":"{symbol}"}},"data":[{{"instType":"SPOT",'
+                f'"instId":"{symbol}","last":"{last_px}","lastSz":"{last_sz}","askPx":"{quote.ask}",'
+                f'"askSz":"{quote.ask_size}","bidPx":"{quote.bid}","bidSz":"{quote.bid_size}","open24h":"{last_px}",'
+                f'"high24h":"{last_px}","low24h":"{last_px}","volCcy24h":"0","vol24h":"{market.made}",'
+                f'"sodUtc0":"{last_px}","sodUtc8":"{last_px}","ts":"{quote.ts_ms}"}}]}}')
 
     def notice(self) -> int:
         clients = self.clients()
@@ -93,7 +113,7 @@ class OkxReplay(PubSubReplay):
         for arg in args:
             channel = arg.get("channel") if isinstance(arg, dict) else None
             inst = arg.get("instId") if isinstance(arg, dict) else None
-            if channel != "trades" or not isinstance(inst, str) or not self.known(inst):
+            if channel not in CHANNELS or not isinstance(inst, str) or not self.known(inst):
                 return self._error(conn, "60018", f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. "
                                    "Please use the correct URL, channel and parameters referring to API document.",
                                    req_id)
@@ -104,12 +124,23 @@ class OkxReplay(PubSubReplay):
             self.ignore_next_subscribes -= 1
             return None
         for arg in args:
+            inst, channel = arg["instId"], arg["channel"]
+            first: str | None = None
             if op == "subscribe":
-                self.subscribe(conn, arg["instId"])
+                if channel == "trades":
+                    self.subscribe(conn, inst)
+                else:
+                    quote, market = self.subscribe_quote(conn, channel, inst)
+                    first = None if market.quote_silent else self.encode_quote(channel, inst, quote, market)
                 self.stats.subscribes += 1
+            elif channel == "trades":
+                conn.subs.pop(inst, None)
             else:
-                conn.subs.pop(arg["instId"], None)
-            reply: dict[str, Any] = {"event": op, "arg": {"channel": "trades", "instId": arg["instId"]},
+                conn.quotes.pop((channel, inst), None)
+            reply: dict[str, Any] = {"event": op, "arg": {"channel": channel, "instId": inst},
                                      "connId": conn.conn_id}
             conn.send({"id": req_id, **reply} if req_id is not None else reply)
+            if first is not None:  # the snapshot on subscribe, after its ack
+                conn.send(first)
+                self.stats.quotes_sent += 1
         return None
