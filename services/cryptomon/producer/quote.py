@@ -14,10 +14,14 @@ Two rules every emitted quote obeys, enforced here for all venues:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
 from .schema import SchemaError, is_symbol, positive_decimal, safe_token
+
+# A plain decimal (schema._DECIMAL) with at least one non-zero digit: positive, in one match.
+POSITIVE_DECIMAL = re.compile(r"(?=[0-9.]*[1-9])[0-9]+(?:\.[0-9]+)?")
 
 QUOTE_FIELDS = (
     "exchange", "symbol", "raw_symbol", "bid", "bid_size", "ask", "ask_size",
