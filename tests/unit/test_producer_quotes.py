@@ -7,11 +7,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
+from cryptomon.producer import cli
 from cryptomon.producer.base import Stats
 from cryptomon.producer.binance import BinanceAdapter
 from cryptomon.producer.bybit import BybitAdapter
@@ -21,11 +26,12 @@ from cryptomon.producer.metrics import QUOTE_COUNTERS, STATS_COUNTERS, ProducerC
 from cryptomon.producer.mock import MockAdapter
 from cryptomon.producer.quote import ACCEPT, OLDER, QUOTE_FIELDS, RESEQUENCED, Quote, QuoteOrder, crossed
 from cryptomon.producer.registry import adapter_class, exchange_names
-from cryptomon.producer.schema import SchemaError
+from cryptomon.producer.schema import SchemaError, Trade
 from cryptomon.producer.sink import KafkaSink, StdoutSink
 from prometheus_client import CollectorRegistry
 
-PAYLOADS = Path(__file__).resolve().parent.parent / "fixtures" / "exchange_payloads"
+REPO = Path(__file__).resolve().parents[2]
+PAYLOADS = REPO / "tests" / "fixtures" / "exchange_payloads"
 BN = json.loads((PAYLOADS / "binance.json").read_text())
 RECV = 1_700_000_000_123
 QUOTES_ON = {"PRODUCER_QUOTES": "true"}
@@ -362,3 +368,39 @@ def test_mock_trades_are_the_same_with_quotes_on_or_off():
     on_trades, on_quotes = run(QUOTES_ON)
     assert off_trades == on_trades and off_quotes == []
     assert len(on_quotes) >= 36 and all(isinstance(q, Quote) for q in on_quotes)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def test_cli_bad_quote_setting_one_line_exit_2(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CRYPTOMON_ENV_FILE", raising=False)
+    monkeypatch.setenv("PRODUCER_QUOTES", "sometimes")
+    assert cli.main(["mock", "--stdout"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cryptomon-producer: configuration error: PRODUCER_QUOTES: 'sometimes' is not true or false"]
+
+
+@pytest.mark.timeout(60)
+def test_cli_stdout_prints_quotes_beside_trades_and_stops_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOCK_", "METRICS_", "KAFKA_", "CRYPTOMON_",
+                                                                     "PRODUCER_"))}
+    env.update(PYTHONPATH=str(REPO / "services"), MOCK_RATE="50", MOCK_EXCHANGES="binance,okx",
+               MOCK_SYMBOLS="BTC-USDT", PRODUCER_QUOTES="true", PRODUCER_STATS_INTERVAL_S="600")
+    proc = subprocess.Popen([sys.executable, "-m", "cryptomon.producer", "mock", "--stdout"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(40)]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    records = [json.loads(line) for line in lines]
+    quotes = [Quote.from_json(line) for line, r in zip(lines, records, strict=True) if "bid" in r]
+    trades = [Trade.from_json(line) for line, r in zip(lines, records, strict=True) if "trade_id" in r]
+    assert len(quotes) + len(trades) == 40 and len(quotes) >= 16 and len(trades) >= 16
+    assert {q.exchange for q in quotes} == {"binance", "okx"}
+    assert "; quotes to stdout" in err and " quotes=" in err.splitlines()[-1]

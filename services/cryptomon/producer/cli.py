@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Stream one exchange's trades, normalized, into Kafka.")
     parser.add_argument("exchange", choices=exchange_names(), help="the feed (the systemd instance name)")
     parser.add_argument("--stdout", action="store_true",
-                        help="print normalized trades as JSON lines instead of producing to Kafka")
+                        help="print normalized trades (and quotes, with PRODUCER_QUOTES) as JSON lines instead of "
+                             "producing to Kafka")
     args = parser.parse_args(argv)
     try:
         env = load_env()
@@ -75,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cryptomon-producer: configuration error: {exc}", file=sys.stderr)
         sink.close(0)
         return 2
+    quotes_note = ""
+    if config.quotes.enabled:
+        quotes_note = "; quotes to stdout" if args.stdout else "; " + config.quotes.describe()
     log.info("starting %s producer for %s; metrics %s%s", config.exchange, ", ".join(adapter.markets()),
-             config.metrics.describe(), "; " + config.quotes.describe() if config.quotes.enabled else "")
+             config.metrics.describe(), quotes_note)
     try:
         return _run(adapter, sink, stop, quotes=config.quotes.enabled)
     finally:
