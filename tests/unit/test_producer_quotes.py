@@ -12,11 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 from cryptomon.producer import cli
+from cryptomon.producer.backoff import Backoff
 from cryptomon.producer.base import Stats
 from cryptomon.producer.binance import BinanceAdapter
 from cryptomon.producer.bybit import BybitAdapter
@@ -323,6 +326,54 @@ def test_kafka_sink_produces_quotes_to_their_own_topic_on_the_same_producer():
     plain = KafkaSink(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "test")
     with pytest.raises(ValueError, match="quotes are off"):
         plain.emit_quote(q)
+
+
+class FakeMetadata:
+    """list_topics() of a cluster where `present` topics exist (and more appear over time)."""
+
+    def __init__(self, present: set[str]) -> None:
+        self.present = present
+        self.asked: list[str] = []
+
+    def list_topics(self, name: str, timeout: float) -> SimpleNamespace:
+        self.asked.append(name)
+        topics = {name: SimpleNamespace(error=None, partitions={0: SimpleNamespace(leader=1)})} \
+            if name in self.present else {}
+        return SimpleNamespace(topics=topics)
+
+
+def test_kafka_sink_waits_for_the_quotes_topic_too(caplog):
+    caplog.set_level(logging.INFO)
+    sink = KafkaSink(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "test", quotes_topic="quotes.raw")
+    real, sink._producer = sink._producer, FakeMetadata({"trades.raw"})
+    stop = threading.Event()
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(sink.wait_ready(stop, Backoff(0.01, 0.02))))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while sink._producer.asked.count("quotes.raw") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not done  # the trades topic alone is not enough
+        sink._producer.present.add("quotes.raw")
+        t.join(5)
+    finally:
+        stop.set()
+        t.join(5)
+        real.flush(0)
+    assert done == [True]
+    assert "topic quotes.raw does not exist" in caplog.text
+    assert "Kafka ready: topic trades.raw with 1 partitions, topic quotes.raw with 1 partitions" in caplog.text
+
+
+def test_kafka_sink_without_quotes_asks_for_the_trades_topic_only(caplog):
+    caplog.set_level(logging.INFO)
+    sink = KafkaSink(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "test")
+    real, sink._producer = sink._producer, FakeMetadata({"trades.raw"})
+    assert sink.wait_ready(threading.Event())
+    real.flush(0)
+    assert sink._producer.asked == ["trades.raw"]
+    assert "Kafka ready: topic trades.raw with 1 partitions" in caplog.text
 
 
 def test_stdout_sink_prints_quotes_as_json_lines():
