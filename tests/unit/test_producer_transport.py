@@ -4,6 +4,7 @@ that would end the producer's feed."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -20,7 +21,12 @@ def closing_server() -> Iterator[str]:
         ws.send('{"hello": 1}')
         ws.close(1000)
 
-    with serve(handler, "127.0.0.1", 0) as server:
+    # The server logs on its own thread; keep that out of handlers other tests left on the root
+    # logger (their streams are closed by then).
+    quiet = logging.getLogger("test.ws-server")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
+    with serve(handler, "127.0.0.1", 0, logger=quiet) as server:
         t = threading.Thread(target=server.serve_forever, daemon=True)
         t.start()
         host, port = server.socket.getsockname()[:2]
