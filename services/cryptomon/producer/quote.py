@@ -13,12 +13,11 @@ Two rules every emitted quote obeys, enforced here for all venues:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .schema import SchemaError, is_symbol, positive_decimal, safe_token
+from .schema import SchemaError, check_exchange_name, is_symbol, json_record, positive_decimal, safe_token
 
 # A plain decimal (schema._DECIMAL) with at least one non-zero digit: positive, in one match.
 POSITIVE_DECIMAL = re.compile(r"(?=[0-9.]*[1-9])[0-9]+(?:\.[0-9]+)?")
@@ -76,17 +75,12 @@ class Quote:
     @classmethod
     def from_json(cls, text: str | bytes) -> Quote:
         """Parse and validate a normalized quote (tests and consumers)."""
-        data = json.loads(text)
-        if not isinstance(data, dict) or set(data) != set(QUOTE_FIELDS):
-            raise SchemaError(f"fields {sorted(data) if isinstance(data, dict) else data!r} "
-                              f"are not {sorted(QUOTE_FIELDS)}")
-        quote = cls(**data)
+        quote = cls(**json_record(text, QUOTE_FIELDS))
         quote.validate()
         return quote
 
     def validate(self) -> None:
-        if not self.exchange or not self.exchange.replace("-", "").isalnum() or not self.exchange.islower():
-            raise SchemaError(f"exchange {self.exchange!r} is not a lowercase name")
+        check_exchange_name(self.exchange)
         if not is_symbol(self.symbol):
             raise SchemaError(f"symbol {self.symbol!r} is not BASE-QUOTE")
         safe_token(self.raw_symbol, "raw_symbol")

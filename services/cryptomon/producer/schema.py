@@ -76,6 +76,20 @@ def number_text(value: object) -> str | None:
     return text if text.strip("0.") else None
 
 
+def json_record(text: str | bytes, fields: tuple[str, ...]) -> dict[str, object]:
+    """A JSON object with exactly `fields` (a normalized trade or quote), else SchemaError."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or set(data) != set(fields):
+        raise SchemaError(f"fields {sorted(data) if isinstance(data, dict) else data!r} "
+                          f"are not {sorted(fields)}")
+    return data
+
+
+def check_exchange_name(name: str) -> None:
+    if not name or not name.replace("-", "").isalnum() or not name.islower():
+        raise SchemaError(f"exchange {name!r} is not a lowercase name")
+
+
 def is_symbol(value: str) -> bool:
     return _SYMBOL.fullmatch(value) is not None
 
@@ -130,17 +144,12 @@ class Trade:
     @classmethod
     def from_json(cls, text: str | bytes) -> Trade:
         """Parse and validate a normalized trade (used by tests and consumers)."""
-        data = json.loads(text)
-        if not isinstance(data, dict) or set(data) != set(SCHEMA_FIELDS):
-            raise SchemaError(f"fields {sorted(data) if isinstance(data, dict) else data!r} "
-                              f"are not {sorted(SCHEMA_FIELDS)}")
-        trade = cls(**data)
+        trade = cls(**json_record(text, SCHEMA_FIELDS))
         trade.validate()
         return trade
 
     def validate(self) -> None:
-        if not self.exchange or not self.exchange.replace("-", "").isalnum() or not self.exchange.islower():
-            raise SchemaError(f"exchange {self.exchange!r} is not a lowercase name")
+        check_exchange_name(self.exchange)
         if not is_symbol(self.symbol):
             raise SchemaError(f"symbol {self.symbol!r} is not BASE-QUOTE")
         safe_token(self.raw_symbol, "raw_symbol")
