@@ -106,6 +106,46 @@ def parse_thresholds(text: str, what: str = "thresholds") -> dict[str, Decimal]:
     return out
 
 
+# --- fees -------------------------------------------------------------------------------------
+# The quote arbitrage job's fee table (flink_jobs/quote_arbitrage.py). The same lowest-tier spot
+# taker fees as arbitrage_detector.py's table (a unit test keeps the two equal); sources and the
+# date they were read are in docs/alerts.md ("Fees").
+DEFAULT_TAKER_FEES_BPS = {
+    "binance": Decimal("10"),   # Regular user / VIP 0: 0.100 %
+    "bybit": Decimal("10"),     # non-VIP spot: 0.1 %
+    "coinbase": Decimal("60"),  # Coinbase Exchange, $0-10K tier: 0.60 %
+    "kraken": Decimal("40"),    # Kraken Pro, $0-10K tier: 0.40 %
+    "okx": Decimal("10"),       # Lv1, USDT/crypto spot pairs: 0.100 %
+}
+MAX_FEE_BPS = Decimal(1000)  # 10 %: anything higher is a typo (a percentage given as bps?)
+
+
+def parse_fee_bps(value: object, what: str) -> Decimal:
+    """A taker fee in basis points: [0, 1000) with at most 4 decimals."""
+    fee = parse_decimal(value, what, positive=False)  # type: ignore[arg-type]
+    if fee >= MAX_FEE_BPS:
+        raise ConfigError(f"{what}: {value!r} bps is 10 % or more (fees are in basis points: 0.1 % = 10)")
+    if fee != fee.quantize(Decimal("0.0001")):
+        raise ConfigError(f"{what}: {value!r} has more than 4 decimals")
+    return fee
+
+
+def exchange_name(key: object, what: str) -> str:
+    name = str(key).strip().lower()
+    if not name or not all(c.isalnum() or c in "._-" for c in name):
+        raise ConfigError(f"{what}: {key!r} is not an exchange name")
+    return name
+
+
+def parse_fee_table(text: str, what: str) -> dict[str, Decimal]:
+    """`kraken=26,okx=8` or JSON -> {exchange: bps}, laid over DEFAULT_TAKER_FEES_BPS."""
+    fees = dict(DEFAULT_TAKER_FEES_BPS)
+    for key, value in parse_mapping(text, what):
+        name = exchange_name(key, what)
+        fees[name] = parse_fee_bps(value, f"{what}[{name}]")
+    return fees
+
+
 def sql_str(value: str) -> str:
     """A SQL string literal (single quotes doubled), for values rendered into DDL/DML."""
     return "'" + value.replace("'", "''") + "'"
@@ -161,6 +201,28 @@ def kafka_settings(args: argparse.Namespace, env: Mapping[str, str], output_var:
     merged = {**env, "KAFKA_BOOTSTRAP_SERVERS": args.bootstrap_servers,
               "KAFKA_TRADES_TOPIC": args.trades_topic, output_var: args.output_topic}
     return KafkaSettings.from_env(merged)
+
+
+def kafka_settings_with_input(args: argparse.Namespace, env: Mapping[str, str], input_attr: str,
+                              input_var: str, output_var: str) -> KafkaSettings:
+    """KafkaSettings for a job whose input is not trades.raw (the quote job: `quotes.raw`).
+
+    The input topic is checked by kafka_settings.py's topic rule (given in the trades slot,
+    the one input slot KafkaSettings has); an error names the job's own option and variable.
+    Read the input topic from args, not from the returned settings' trades_topic.
+    """
+    topic = str(getattr(args, input_attr)).strip()
+    if not topic:
+        raise ConfigError(f"--{input_attr.replace('_', '-')}: must not be empty")
+    for name in ("bootstrap_servers", "output_topic"):
+        if not str(getattr(args, name)).strip():
+            raise ConfigError(f"--{name.replace('_', '-')}: must not be empty")
+    merged = {**env, "KAFKA_BOOTSTRAP_SERVERS": args.bootstrap_servers,
+              "KAFKA_TRADES_TOPIC": topic, output_var: args.output_topic}
+    try:
+        return KafkaSettings.from_env(merged)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("KAFKA_TRADES_TOPIC", input_var)) from None
 
 
 def _jaas_quote(value: str | None) -> str:
@@ -220,13 +282,27 @@ def kafka_env_epilog() -> str:
 
 
 def add_common_options(p: EnvDefaults, prefix: str, job: str, output_var: str, output_default: str) -> None:
-    # The jobs' consumer groups and transactional ids share one prefix, the one the Kafka ACLs
-    # grant the Flink user (the Ansible bundle's cryptomon_flink_kafka_prefix).
-    client_prefix = p._env.get("KAFKA_CLIENT_PREFIX", "").strip() or "cryptomon-flink-"
     p.opt("--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", KafkaSettings.bootstrap_servers,
           "Kafka bootstrap servers")
     p.opt("--trades-topic", "KAFKA_TRADES_TOPIC", KafkaSettings.trades_topic, "input topic")
     p.opt("--output-topic", output_var, output_default, "alert topic")
+    add_group_and_sink_options(p, prefix, job)
+    p.opt("--max-out-of-orderness-ms", f"{prefix}_MAX_OUT_OF_ORDERNESS_MS", 1000,
+          "watermark delay: trades later than this behind the newest seen are dropped", type=int)
+    p.opt("--idle-timeout-ms", f"{prefix}_IDLE_TIMEOUT_MS", 3000,
+          "a partition without trades for this long stops holding back the watermark", type=int)
+    p.opt("--checkpoint-interval-ms", f"{prefix}_CHECKPOINT_INTERVAL_MS", 2000,
+          "checkpoint interval (exactly-once alerts become visible at checkpoints)", type=int)
+    p.opt("--parallelism", f"{prefix}_PARALLELISM", 0, "job parallelism (0 = cluster default)", type=int)
+    p.add_argument("--explain", action="store_true", help="print the plan instead of submitting")
+    p.epilog = kafka_env_epilog()
+
+
+def add_group_and_sink_options(p: EnvDefaults, prefix: str, job: str) -> None:
+    """Consumer group, startup mode and the sink's guarantee: every job has them."""
+    # The jobs' consumer groups and transactional ids share one prefix, the one the Kafka ACLs
+    # grant the Flink user (the Ansible bundle's cryptomon_flink_kafka_prefix).
+    client_prefix = p._env.get("KAFKA_CLIENT_PREFIX", "").strip() or "cryptomon-flink-"
     p.opt("--group-id", f"{prefix}_GROUP_ID", f"{client_prefix}{job}",
           "Kafka consumer group (default: KAFKA_CLIENT_PREFIX + job name)")
     p.opt("--startup-mode", f"{prefix}_STARTUP_MODE", "group-offsets",
@@ -237,15 +313,6 @@ def add_common_options(p: EnvDefaults, prefix: str, job: str, output_var: str, o
     p.opt("--transactional-id-prefix", f"{prefix}_TRANSACTIONAL_ID_PREFIX", f"{client_prefix}{job}",
           "Kafka transactional.id prefix (exactly-once; default KAFKA_CLIENT_PREFIX + job name); "
           "keep stable across upgrades")
-    p.opt("--max-out-of-orderness-ms", f"{prefix}_MAX_OUT_OF_ORDERNESS_MS", 1000,
-          "watermark delay: trades later than this behind the newest seen are dropped", type=int)
-    p.opt("--idle-timeout-ms", f"{prefix}_IDLE_TIMEOUT_MS", 3000,
-          "a partition without trades for this long stops holding back the watermark", type=int)
-    p.opt("--checkpoint-interval-ms", f"{prefix}_CHECKPOINT_INTERVAL_MS", 2000,
-          "checkpoint interval (exactly-once alerts become visible at checkpoints)", type=int)
-    p.opt("--parallelism", f"{prefix}_PARALLELISM", 0, "job parallelism (0 = cluster default)", type=int)
-    p.add_argument("--explain", action="store_true", help="print the plan instead of submitting")
-    p.epilog = kafka_env_epilog()
 
 
 def validate_common(args: argparse.Namespace) -> None:
@@ -264,6 +331,27 @@ def with_options(options: Mapping[str, str]) -> str:
     return "WITH (\n  " + ",\n  ".join(f"{sql_str(k)} = {sql_str(v)}" for k, v in options.items()) + "\n)"
 
 
+def json_source_options(args: argparse.Namespace, settings: KafkaSettings, topic: str,
+                        scan: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A Kafka JSON source: the job's group, committed reads, and bad JSON skipped, not fatal.
+
+    `scan`: more scan.* options, placed after the startup mode (the order the jobs' SQL had).
+    """
+    return {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.group.id": args.group_id,
+        "properties.auto.offset.reset": "latest",
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": args.startup_mode,
+        **(scan or {}),
+        "format": "json",
+        "json.ignore-parse-errors": "true",
+        "json.fail-on-missing-field": "false",
+        **connector_properties(settings),
+    }
+
+
 def source_ddl(args: argparse.Namespace, settings: KafkaSettings) -> str:
     """trades.raw as a Kafka table with per-partition watermarks and idleness.
 
@@ -274,19 +362,8 @@ def source_ddl(args: argparse.Namespace, settings: KafkaSettings) -> str:
     which is simply late and dropped.
     """
     delay = Decimal(int(args.max_out_of_orderness_ms)) / 1000
-    options = {
-        "connector": "kafka",
-        "topic": settings.trades_topic,
-        "properties.group.id": args.group_id,
-        "properties.auto.offset.reset": "latest",
-        "properties.isolation.level": "read_committed",
-        "scan.startup.mode": args.startup_mode,
-        "scan.watermark.idle-timeout": f"{int(args.idle_timeout_ms)} ms",
-        "format": "json",
-        "json.ignore-parse-errors": "true",
-        "json.fail-on-missing-field": "false",
-        **connector_properties(settings),
-    }
+    options = json_source_options(args, settings, settings.trades_topic,
+                                  {"scan.watermark.idle-timeout": f"{int(args.idle_timeout_ms)} ms"})
     return f"""
 CREATE TABLE trades (
   `exchange` STRING,
@@ -341,6 +418,14 @@ def sink_ddl(name: str, columns: str, topic: str, args: argparse.Namespace, sett
 # --- submission -------------------------------------------------------------------------------
 
 def create_table_env(args: argparse.Namespace, pipeline_name: str):
+    return create_stream_envs(args, pipeline_name)[1]
+
+
+def create_stream_envs(args: argparse.Namespace, pipeline_name: str):
+    """(StreamExecutionEnvironment, StreamTableEnvironment) with the jobs' common settings.
+
+    A job without watermarks (no `idle_timeout_ms` in args) gets no source idleness setting.
+    """
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
@@ -361,7 +446,8 @@ def create_table_env(args: argparse.Namespace, pipeline_name: str):
     if not conf.get("pipeline.name", ""):
         conf.set("pipeline.name", pipeline_name)
     # Same idleness for any source the planner does not push the watermark into.
-    conf.set("table.exec.source.idle-timeout", f"{int(args.idle_timeout_ms)} ms")
+    if getattr(args, "idle_timeout_ms", None) is not None:
+        conf.set("table.exec.source.idle-timeout", f"{int(args.idle_timeout_ms)} ms")
     # The SQL operators do not keep references to their input rows: chained operators can
     # hand rows over without a deep copy (a tenth of the per-trade CPU in the profile).
     conf.set("pipeline.object-reuse", "true")
@@ -371,7 +457,7 @@ def create_table_env(args: argparse.Namespace, pipeline_name: str):
     # the Kafka connector in lib/.
     if os.environ.get("CRYPTOMON_FLINK_JARS"):
         conf.set("pipeline.jars", os.environ["CRYPTOMON_FLINK_JARS"])
-    return t_env
+    return env, t_env
 
 
 def run_statements(statements: Sequence[str], args: argparse.Namespace, pipeline_name: str) -> None:
