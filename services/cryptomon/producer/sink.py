@@ -77,6 +77,12 @@ class KafkaSink:
             **settings.client_config(),
             "client.id": client_id,
             "enable.idempotence": True,   # no duplicates or reordering from internal retries
+            # One produce request per broker at a time: with more in flight, a leader change
+            # fails request 1 and answers 2..5 with OUT_OF_ORDER_SEQUENCE_NUMBER, which makes
+            # librdkafka bump the producer epoch and resend batches another partition had already
+            # written (confluentinc/librdkafka#4953): duplicates in a rolling upgrade. Each
+            # request still carries a batch for every partition that broker leads.
+            "max.in.flight.requests.per.connection": 1,
             "acks": "all",
             "compression.type": "lz4",    # cheapest codec per byte saved for small JSON
             "linger.ms": 20,
