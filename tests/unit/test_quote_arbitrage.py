@@ -1,0 +1,360 @@
+"""The quote arbitrage job's pure parts (no JVM): quote checks, pair arithmetic, episodes,
+staleness, settings and the generated SQL."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS = REPO / "flink_jobs"
+sys.path.insert(0, str(JOBS))
+
+import flink_common  # noqa: E402
+import kafka_settings  # noqa: E402
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"job_{name}", JOBS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+qa = load("quote_arbitrage")
+T = 1_800_000_000_000  # processing time "now" of the scenarios
+
+
+def quote(exchange: str, bid: str, ask: str, bid_size: str = "1", ask_size: str = "1", ts: int = T,
+          symbol: str = "BTC-USDT", exchange_ts: int | None = None, sequence: int | None = None):
+    q = qa.parse_quote(exchange, symbol, bid, bid_size, ask, ask_size, ts, exchange_ts, sequence)
+    assert not isinstance(q, str), q
+    return q
+
+
+def rules(**kw) -> qa.Rules:
+    base = {"min_net_bps": Decimal(10), "min_profit_usd": Decimal(0), "min_notional_usd": Decimal(100),
+            "fees_bps": {"a": Decimal(0), "b": Decimal(0)}, "default_fee_bps": Decimal(0)}
+    return qa.Rules(**{**base, **kw})
+
+
+# --- quotes -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("bid", "ask", "bid_size", "ask_size", "reason"), [
+    ("100", "100", "1", "1", qa.CROSSED),          # locked
+    ("100.5", "100", "1", "1", qa.CROSSED),        # crossed
+    ("99", "100", "0", "1", qa.BAD_SIZE),
+    ("99", "100", "1", "0.000", qa.BAD_SIZE),
+    ("99", "100", "-1", "1", qa.BAD_SIZE),
+    ("abc", "100", "1", "1", qa.MALFORMED),
+    (None, "100", "1", "1", qa.MALFORMED),
+    ("NaN", "100", "1", "1", qa.MALFORMED),
+    ("Infinity", "1e9999", "1", "1", qa.MALFORMED),
+    ("0", "100", "1", "1", qa.MALFORMED),
+])
+def test_bad_quotes_are_refused_with_their_reason(bid, ask, bid_size, ask_size, reason) -> None:
+    assert qa.parse_quote("a", "BTC-USDT", bid, bid_size, ask, ask_size, T, None, None) == reason
+
+
+@pytest.mark.parametrize(("exchange", "symbol", "received"), [
+    (None, "BTC-USDT", T), ("a", "", T), ("a", "BTC-USDT", None), ("a", "BTC-USDT", 0)])
+def test_quotes_without_exchange_symbol_or_time_are_malformed(exchange, symbol, received) -> None:
+    assert qa.parse_quote(exchange, symbol, "1", "1", "2", "1", received, None, None) == qa.MALFORMED
+
+
+def test_a_good_quote_keeps_exact_values_and_round_trips_through_state() -> None:
+    q = quote("a", "43250.120000000001", "43250.13", bid_size="0.5", exchange_ts=T - 5, sequence=7)
+    assert q.bid == Decimal("43250.120000000001")
+    back = qa.Quote.from_state("a", "BTC-USDT", q.to_state())
+    assert (back.bid, back.ask, back.received_ts, back.exchange_ts, back.sequence) == (q.bid, q.ask, T, T - 5, 7)
+    assert all(type(v) in (str, int, type(None)) for v in q.to_state())
+
+
+@pytest.mark.parametrize(("new", "held", "older"), [
+    ({"exchange_ts": 10, "sequence": 9}, {"exchange_ts": 11, "sequence": 1}, True),    # venue time first
+    ({"exchange_ts": 12, "sequence": 1}, {"exchange_ts": 11, "sequence": 9}, False),   # renumbered, later
+    ({"sequence": 4}, {"sequence": 5}, True),
+    ({"sequence": 6, "ts": T - 10}, {"sequence": 5}, False),                          # sequence beats receive time
+    ({"exchange_ts": 11, "sequence": 4}, {"exchange_ts": 11, "sequence": 5}, True),
+    ({"ts": T - 1}, {}, True),                                                         # receive time, nothing else
+    ({}, {}, False),                                                                   # the same quote again
+])
+def test_is_older(new: dict, held: dict, older: bool) -> None:
+    assert qa.is_older(quote("a", "1", "2", **new), quote("a", "1", "2", **held)) is older
+
+
+# --- pair arithmetic --------------------------------------------------------------------------
+
+def test_net_spread_after_both_fees_and_the_executable_size() -> None:
+    buy = quote("a", "99", "100", ask_size="2")
+    sell = quote("b", "101", "102", bid_size="0.5")
+    opp = qa.evaluate_pair(buy, sell, Decimal(10), Decimal(25))
+    # 101 * (1 - 0.0025) - 100 * (1 + 0.001) = 100.7475 - 100.1 = 0.6475
+    assert opp.net == Decimal("0.6475")
+    assert opp.gross == Decimal(1)
+    assert opp.size == Decimal("0.5")
+    assert opp.net_bps == Decimal("64.75")
+    assert opp.profit == Decimal("0.32375")
+    assert opp.notional == Decimal(50)
+
+
+def test_exact_decimals_beyond_float_precision() -> None:
+    buy = quote("a", "0.000000000001", "0.000000000002", ask_size="123456789012.123456789012")
+    sell = quote("b", "0.000000000003", "0.000000000004", bid_size="223456789012.123456789012")
+    opp = qa.evaluate_pair(buy, sell, Decimal(0), Decimal(0))
+    assert opp.notional == Decimal("123456789012.123456789012") * Decimal("0.000000000002")
+    assert opp.net_bps == Decimal(5000)
+
+
+@pytest.mark.parametrize(("value", "places", "text"), [
+    (Decimal("1.500"), None, "1.5"), (Decimal("100"), None, "100"), (Decimal("1E+2"), None, "100"),
+    (Decimal("0.125"), Decimal("0.01"), "0.13"), (Decimal("-0.125"), Decimal("0.01"), "-0.13"),
+    (Decimal("-0.0001"), Decimal("0.01"), "0"), (Decimal("0E-10"), None, "0"),
+])
+def test_dec_text(value: Decimal, places: Decimal | None, text: str) -> None:
+    assert qa.dec_text(value, places) == text
+
+
+# --- episodes ---------------------------------------------------------------------------------
+
+def book(**kw) -> qa.AssetBook:
+    return qa.AssetBook("BTC", rules(**kw))
+
+
+def feed(b: qa.AssetBook, q, now: int = T) -> list[dict]:
+    result = b.on_quote(q, now)
+    assert not isinstance(result, str), result
+    return result.alerts
+
+
+def test_an_episode_opens_once_tracks_its_peak_and_closes_on_reversal() -> None:
+    b = book()
+    assert feed(b, quote("a", "99.9", "100", ask_size="5")) == []
+    [opened] = feed(b, quote("b", "100.2", "100.3", bid_size="2", ts=T + 5), T + 5)   # 20 bps
+    assert opened["episode_state"] == "open" and opened["close_reason"] is None
+    assert (opened["buy_exchange"], opened["sell_exchange"]) == ("a", "b")
+    assert (opened["buy_price"], opened["sell_price"], opened["size"]) == ("100", "100.2", "2")
+    assert (opened["net_spread_bps"], opened["net_profit_usd"], opened["notional_usd"]) == ("20", "0.4", "200")
+    assert opened["opened_ms"] == T + 5 and opened["closed_ms"] is None and opened["duration_ms"] is None
+    assert opened["alert_id"] == f"quote_arbitrage:BTC:a:b:{T + 5}:open"
+    assert opened["episode_id"] == f"quote_arbitrage:BTC:a:b:{T + 5}"
+    # Wider, then narrower but still open: no message.
+    assert feed(b, quote("b", "100.5", "100.6", bid_size="2", ts=T + 10), T + 10) == []
+    assert feed(b, quote("b", "100.15", "100.6", bid_size="2", ts=T + 20), T + 20) == []
+    [closed] = feed(b, quote("b", "100.05", "100.6", bid_size="2", ts=T + 30), T + 30)  # 5 bps
+    assert closed["episode_state"] == "close" and closed["close_reason"] == "reverted"
+    assert closed["episode_id"] == opened["episode_id"] and closed["alert_id"].endswith(":close")
+    assert (closed["closed_ms"], closed["duration_ms"]) == (T + 30, 25)
+    assert (closed["peak_net_spread_bps"], closed["peak_ms"]) == ("50", T + 10)
+    assert closed["net_spread_bps"] == "5"  # the numbers that closed it
+    assert "closed (reverted) after 25 ms, peak 50 bps" in closed["summary"]
+    assert b.episodes == {}
+
+
+def test_exactly_at_the_threshold_does_not_open_and_thresholds_combine() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    assert feed(b, quote("b", "100.1", "100.2", bid_size="5")) == []       # exactly 10 bps
+    b = book(min_notional_usd=Decimal(1000))
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    assert feed(b, quote("b", "101", "102", bid_size="9")) == []           # $500 executable
+    b = book(min_profit_usd=Decimal(6))
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    assert feed(b, quote("b", "101", "102", bid_size="5")) == []           # $5 profit
+
+
+def test_fees_turn_a_gross_spread_into_nothing() -> None:
+    b = book(fees_bps={"a": Decimal(10), "b": Decimal(10)})
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    # Gross 25 bps, net 100.25*0.999 - 100*1.001 = 0.04975 -> 4.975 bps < 10.
+    assert feed(b, quote("b", "100.25", "100.3", bid_size="5")) == []
+    assert feed(b, quote("b", "100.35", "100.4", bid_size="5")) != []      # net 14.965 bps
+
+
+def test_both_directions_are_pairs_of_their_own() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    [first] = feed(b, quote("b", "101", "102", bid_size="5"))
+    assert (first["buy_exchange"], first["sell_exchange"]) == ("a", "b")
+    # a's new book ends a->b (ask 104 > bid 101) and opens b->a (ask 102 < bid 103).
+    closed, opened = feed(b, quote("a", "103", "104", bid_size="5", ts=T + 1), T + 1)
+    assert (closed["episode_state"], closed["buy_exchange"], closed["sell_exchange"]) == ("close", "a", "b")
+    assert (opened["episode_state"], opened["buy_exchange"], opened["sell_exchange"]) == ("open", "b", "a")
+    assert opened["buy_price"] == "102" and opened["sell_price"] == "103"
+
+
+def test_a_crossed_book_is_dropped_and_raises_nothing() -> None:
+    b = book()
+    feed(b, quote("b", "99.9", "100", bid_size="5"))
+    assert qa.parse_quote("a", "BTC-USDT", "101", "5", "100.5", "5", T, None, None) == qa.CROSSED
+    assert b.on_quote(quote("a", "99", "99.5", ask_size="0.1"), T).alerts == []   # $10 < min notional
+
+
+def test_out_of_order_quote_is_dropped_while_the_held_one_is_fresh() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5", sequence=10))
+    assert b.on_quote(quote("a", "99", "99.5", ask_size="5", sequence=9), T) == qa.OUT_OF_ORDER
+    assert b.quotes["a"]["BTC-USDT"].sequence == 10
+    # Once the held one is stale, a renumbered venue is taken back.
+    assert not isinstance(b.on_quote(quote("a", "99", "99.5", ask_size="5", sequence=1, ts=T + 2500), T + 2500), str)
+
+
+def test_an_old_quote_never_opens() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    assert feed(b, quote("b", "101", "102", bid_size="5", ts=T - 2001)) == []  # stale on arrival
+    assert feed(b, quote("b", "101", "102", bid_size="5", ts=T - 2000)) != []  # exactly max age: fresh
+
+
+def test_staleness_closes_at_the_moment_the_side_turned_stale() -> None:
+    b = book(max_age_ms={"b": 500})
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    feed(b, quote("b", "101", "102", bid_size="5", ts=T + 100), T + 100)
+    assert b.next_deadline(T + 100) == T + 601          # b's quote, 500 ms + 1
+    assert b.on_timer(T + 600).alerts == []             # not yet
+    # a keeps quoting: the episode stays, b goes silent.
+    feed(b, quote("a", "99", "100", ask_size="5", ts=T + 550), T + 550)
+    [closed] = b.on_timer(T + 601).alerts
+    assert closed["close_reason"] == "stale" and closed["closed_ms"] == T + 601
+    assert closed["duration_ms"] == 501
+    assert b.next_deadline(T + 601) is None
+
+
+def test_a_stale_side_noticed_by_a_quote_also_closes_as_stale() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    feed(b, quote("b", "101", "102", bid_size="5"))
+    [closed] = feed(b, quote("a", "99", "100", ask_size="5", ts=T + 3000), T + 3000)
+    assert (closed["close_reason"], closed["closed_ms"]) == ("stale", T + 2001)
+
+
+def test_best_side_over_an_exchanges_usd_like_markets() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100.5", ask_size="5", symbol="BTC-USDT"))
+    feed(b, quote("a", "99", "100", ask_size="5", symbol="BTC-USDC"))
+    [opened] = feed(b, quote("b", "100.3", "100.4", bid_size="5", symbol="BTC-USD"))
+    assert (opened["buy_symbol"], opened["buy_price"], opened["sell_symbol"]) == ("BTC-USDC", "100", "BTC-USD")
+
+
+def test_reopening_in_the_same_millisecond_gets_a_new_id() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    [first] = feed(b, quote("b", "101", "102", bid_size="5"))
+    [closed] = feed(b, quote("b", "100", "102", bid_size="5"))
+    [again] = feed(b, quote("b", "101", "102", bid_size="5"))
+    assert closed["episode_id"] == first["episode_id"]
+    assert again["episode_id"] != first["episode_id"] and again["opened_ms"] == T + 1
+
+
+def test_hysteresis_keeps_an_episode_open_below_the_opening_threshold() -> None:
+    b = book(hysteresis_bps=Decimal(5))
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    assert feed(b, quote("b", "100.2", "100.3", bid_size="5"))                 # 20 bps: open
+    assert feed(b, quote("b", "100.06", "100.3", bid_size="5")) == []          # 6 bps: still open
+    [closed] = feed(b, quote("b", "100.05", "100.3", bid_size="5"))            # 5 bps: closes
+    assert closed["close_reason"] == "reverted"
+
+
+def test_episode_state_round_trips_through_builtins() -> None:
+    import pickle
+
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    [opened] = feed(b, quote("b", "101", "102", bid_size="5"))
+    restored = book()
+    restored.load_episode_state(pickle.loads(pickle.dumps(b.episode_state())))
+    for exchange, markets in b.quotes.items():
+        for symbol, q in markets.items():
+            restored.quotes.setdefault(exchange, {})[symbol] = qa.Quote.from_state(exchange, symbol, q.to_state())
+    [closed] = feed(restored, quote("b", "99.5", "102", bid_size="5", ts=T + 7), T + 7)
+    assert closed["episode_id"] == opened["episode_id"] and closed["duration_ms"] == 7
+
+
+def test_every_alert_field_is_present_in_the_sink_schema_order() -> None:
+    b = book()
+    feed(b, quote("a", "99", "100", ask_size="5"))
+    [opened] = feed(b, quote("b", "101", "102", bid_size="5"))
+    assert list(opened) == [name for name, _ in qa.ALERT_FIELDS]
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+def args(*argv: str, env: dict[str, str] | None = None):
+    return qa.parse_args(qa._demo_argv(list(argv)), env or {})
+
+
+def test_defaults_and_environment() -> None:
+    a = args(env={"QUOTE_ARBITRAGE_MIN_NET_BPS": "7.5", "KAFKA_QUOTES_TOPIC": "q.x",
+                  "QUOTE_ARBITRAGE_MAX_QUOTE_AGES_MS": "kraken=3000"})
+    r = qa.rules_from_args(a)
+    assert (r.min_net_bps, r.min_notional_usd, r.default_max_age_ms) == (Decimal("7.5"), Decimal(100), 2000)
+    assert r.max_age("kraken") == 3000 and r.max_age("binance") == 2000
+    assert r.fee("coinbase") == Decimal(60) and r.fee("unknown") == Decimal(10)
+    assert a.quotes_topic == "q.x" and a.kafka.arbitrage_topic == "signals.arbitrage"
+    assert a.group_id == "cryptomon-flink-quote-arbitrage"
+    assert a.python_execution_mode == "thread"
+
+
+def test_demo_mode_lowers_the_thresholds() -> None:
+    r = qa.rules_from_args(args("--demo", "--min-net-bps", "50", "--min-notional-usd", "1000"))
+    assert (r.min_net_bps, r.min_profit_usd, r.min_notional_usd, r.demo) == (Decimal(0), Decimal(0), Decimal(1), True)
+    assert qa.rules_from_args(args(env={"QUOTE_ARBITRAGE_DEMO_MODE": "true"})).demo
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--quotes-topic", "bad topic"], "KAFKA_QUOTES_TOPIC: 'bad topic' is not a valid Kafka topic name"),
+    (["--quotes-topic", " "], "--quotes-topic: must not be empty"),
+    (["--min-net-bps", "-1"], "--min-net-bps"),
+    (["--min-net-bps", "x"], "is not a decimal number"),
+    (["--hysteresis-bps", "20"], "more than --min-net-bps"),
+    (["--taker-fees-bps", "kraken=1000"], "10 % or more"),
+    (["--max-quote-age-ms", "0"], "--max-quote-age-ms: '0' must be in 1..60000"),
+    (["--max-quote-ages-ms", "kraken=2.5"], "not a whole number"),
+    (["--exchanges", "binance"], "fewer than two"),
+    (["--usd-quotes", "US D"], "--usd-quotes"),
+    (["--checkpoint-interval-ms", "50"], "checkpointing is required"),
+    (["--bootstrap-servers", "nohost"], "is not host:port"),
+])
+def test_bad_settings_name_the_problem(argv: list[str], message: str) -> None:
+    with pytest.raises(kafka_settings.ConfigError, match=None) as err:
+        args(*argv)
+    assert message in str(err.value)
+
+
+def test_main_exits_2_with_one_line_on_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert qa.main(["--min-notional-usd", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quote_arbitrage: --min-notional-usd") and err.count("\n") == 1
+
+
+def test_fee_table_is_the_vwap_jobs_table() -> None:
+    arbitrage = load("arbitrage_detector")
+    assert flink_common.DEFAULT_TAKER_FEES_BPS == arbitrage.DEFAULT_TAKER_FEES_BPS
+    assert qa.DEFAULT_OTHER_FEE_BPS == arbitrage.DEFAULT_OTHER_FEE_BPS
+
+
+def test_source_sql_reads_strings_and_filters_usd_like_markets() -> None:
+    a = args("--exchanges", "binance,coinbase", "--quotes-topic", "quotes.x", "--startup-mode", "earliest-offset")
+    ddl, query = qa.source_statements(a)
+    assert "CREATE TABLE quotes" in ddl and "'topic' = 'quotes.x'" in ddl
+    assert "'scan.startup.mode' = 'earliest-offset'" in ddl and "'json.ignore-parse-errors' = 'true'" in ddl
+    assert "`bid` STRING" in ddl and "DECIMAL" not in ddl
+    assert "IN ('USD', 'USDT', 'USDC')" in query and "IN ('binance', 'coinbase')" in query
+    assert tuple(re.findall(r" AS `(\w+)`", query)) == qa.SOURCE_COLUMNS
+    # The process function hands the row after the key to parse_quote by position.
+    assert qa.SOURCE_COLUMNS[1:] == tuple(inspect.signature(qa.parse_quote).parameters)
+
+
+def test_sink_columns_follow_the_alert_fields() -> None:
+    cols = qa.sink_columns()
+    assert cols.splitlines()[0].strip() == "`alert_id` STRING,"
+    assert len(cols.splitlines()) == len(qa.ALERT_FIELDS)
