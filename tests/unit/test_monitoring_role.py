@@ -1,4 +1,4 @@
-"""The monitoring role's files, rendered for inventory/example (plus a `monitoring` group) without
+"""The monitoring role's files, rendered for inventory/example (svc-1 is its monitoring host) without
 touching a host: Prometheus' and Alertmanager's own checkers accept them, the scrape targets
 follow the inventory and the producers' registry, and `promtool test rules` shows the alerts
 firing when they should and not before."""
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "monitoring"
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_monitoring.yml"
 FIXTURES = REPO / "tests" / "fixtures" / "monitoring"
+EXAMPLE = REPO / "inventory" / "example"
 REGISTRY = describe(real_only=True)
 EXCHANGES = [e["name"] for e in REGISTRY]
 # Hosts of inventory/example.
@@ -45,8 +46,8 @@ def playbook(out: Path, inventory: Path | None, extra: dict[str, object]) -> sub
                  "ansible_python_interpreter": sys.executable, "monitoring_tls_dir": str(tls), **extra}
     (out / "extra.json").write_text(json.dumps(variables))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
-           "-i", str(inventory or FIXTURES / "inventory.yml"), str(PLAYBOOK), "-e", f"@{out / 'extra.json'}"]
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory or EXAMPLE),
+           str(PLAYBOOK), "-e", f"@{out / 'extra.json'}"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
 
 
@@ -233,7 +234,7 @@ def test_flink_and_kafka_targets_follow_the_inventory(rendered: Path) -> None:
     assert set(targets(jobs["flink_taskmanager"])) == {"flink-tm-1:9250", "flink-tm-2:9250"}
     assert set(targets(jobs["kafka"])) == {f"{h}:7071" for h in KAFKA}
     assert targets(jobs["prometheus"]) == {"svc-1:9090": {"address": "127.0.0.1:9090"}}
-    assert targets(jobs["alertmanager"]) == {"svc-1:9093": {"address": "127.0.0.1:9093"}}
+    assert targets(jobs["alertmanager"]) == {"svc-1:9095": {"address": "127.0.0.1:9095"}}
 
 
 def test_producer_ports_follow_the_registry_as_the_services_role_gives_them(rendered: Path) -> None:
@@ -258,15 +259,21 @@ def test_every_producer_and_the_mock_get_their_own_port(tmp_path: Path) -> None:
 
 
 def separate_monitoring_host(tmp_path: Path) -> Path:
-    inventory = tmp_path / "monitoring-host.yml"
-    inventory.write_text("all:\n  children:\n    monitoring:\n      hosts:\n        mon-1: {ansible_host: 10.0.4.11}\n")
+    """inventory/example with Prometheus on a host of its own, mon-1, instead of svc-1."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["monitoring"] = {"hosts": {"mon-1": {"ansible_host": "10.0.4.11"}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     return inventory
 
 
 def test_loopback_metrics_on_another_host_are_refused_with_the_fix(tmp_path: Path) -> None:
     output = render_error(tmp_path / "out", separate_monitoring_host(tmp_path))
-    assert "The services' metrics on svc-1" in output and "listen on 127.0.0.1" in output, output[-3000:]
-    assert "cryptomon_services_metrics_address" in output
+    assert "cryptomon_producer, cryptomon_alerter metrics on svc-1 listen on 127.0.0.1" in output, output[-3000:]
+    assert "set cryptomon_services_metrics_address to an address" in output
+    # Kafka's agents listen on their private addresses by default: reachable, not named
+    assert "cryptomon_kafka_jmx_exporter_address" not in output
 
 
 def test_private_metrics_address_is_scraped_from_the_monitoring_host(tmp_path: Path) -> None:
@@ -287,7 +294,7 @@ def test_prometheus_and_alertmanager_listen_on_loopback_only(rendered: Path) -> 
     assert "--storage.tsdb.retention.time=15d" in prom
     assert "--web.external-url=https://svc-1/prometheus/" in prom and "--web.route-prefix=/" in prom
     am = default_args(rendered / "svc-1" / "default-prometheus-alertmanager")
-    assert "--web.listen-address=127.0.0.1:9093" in am
+    assert "--web.listen-address=127.0.0.1:9095" in am
     # its gossip listener would take 0.0.0.0:9094, Kafka's internal port
     assert "--cluster.listen-address=" in am
     node = default_args(rendered / "svc-1" / "default-prometheus-node-exporter")
@@ -317,3 +324,40 @@ def test_webhook_and_knobs_reach_the_files(tmp_path: Path) -> None:
 def test_a_bad_retention_is_refused_naming_the_variable(tmp_path: Path) -> None:
     output = render_error(tmp_path, monitoring_prometheus_retention_time="two weeks")
     assert "monitoring_prometheus_retention_time" in output and "two weeks" in output
+
+
+# --- Kafka's and Flink's exporters: knobs shared with the roles that run them -------------------
+
+
+def test_kafka_agents_on_loopback_of_other_hosts_are_refused_naming_the_variable(tmp_path: Path) -> None:
+    output = render_error(tmp_path, cryptomon_kafka_jmx_exporter_address="127.0.0.1")
+    expected = f"kafka metrics on {', '.join(KAFKA)} listen on 127.0.0.1"
+    assert expected in output, output[-3000:]
+    assert "set cryptomon_kafka_jmx_exporter_address to an address" in output
+
+
+def test_kafka_agents_on_an_address_are_scraped_there(tmp_path: Path) -> None:
+    # one broker's agent on an address of its own (host_vars), the rest on their private addresses
+    inventory = separate_monitoring_host(tmp_path)
+    (inventory / "host_vars").mkdir()
+    (inventory / "host_vars" / "kbrk-1.yml").write_text("cryptomon_kafka_jmx_exporter_address: 10.0.1.21\n")
+    out = render(tmp_path / "out", inventory, cryptomon_services_metrics_address="10.0.3.11",
+                 monitoring_rules_dir=str(tmp_path / "out" / "mon-1"))
+    kafka = targets(scrape_jobs(out / "mon-1")["kafka"])
+    assert kafka["kbrk-1:7071"] == {"address": "10.0.1.21:7071"}
+    assert kafka["kbrk-2:7071"] == {"address": "kbrk-2:7071"}
+
+
+def test_switched_off_exporters_are_not_scraped(tmp_path: Path) -> None:
+    out = render(tmp_path, cryptomon_kafka_jmx_exporter_enabled=False, cryptomon_flink_prometheus_enabled=False)
+    jobs = scrape_jobs(out / "svc-1")
+    assert not {"kafka", "flink_jobmanager", "flink_taskmanager"} & set(jobs)
+    assert {"node", "cryptomon_producer", "prometheus", "alertmanager"} <= set(jobs)
+    res = run([tool("promtool"), "check", "config", str(out / "svc-1" / "prometheus.yml")])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_alertmanager_on_kafkas_controller_port_is_refused(tmp_path: Path) -> None:
+    # Alertmanager's usual 9093 is the controller listener: one host running both loses one
+    output = render_error(tmp_path, cryptomon_alertmanager_port=9093)
+    assert "cryptomon_alertmanager_port (9093) is also cryptomon_kafka_controller_port" in output, output[-3000:]
