@@ -204,7 +204,7 @@ def jmx_exporter_names(config: dict, beans: list[str]) -> dict[str, str]:
 
 
 def test_kafka_rules_use_the_names_the_jmx_exporter_config_defines(rendered: Path) -> None:
-    config = yaml.safe_load((ROLE / "files" / "kafka-jmx-exporter.yml").read_text())
+    config = yaml.safe_load((REPO / "roles" / "kafka" / "files" / "kafka-jmx-exporter.yml").read_text())
     names = jmx_exporter_names(config, KAFKA_BEANS)
     assert set(names) == set(KAFKA_BEANS), f"beans no rule matches: {set(KAFKA_BEANS) - set(names)}"
     assert names[KAFKA_BEANS[-1]] == "kafka_network_request_total_time_ms"
