@@ -361,3 +361,13 @@ def test_alertmanager_on_kafkas_controller_port_is_refused(tmp_path: Path) -> No
     # Alertmanager's usual 9093 is the controller listener: one host running both loses one
     output = render_error(tmp_path, cryptomon_alertmanager_port=9093)
     assert "cryptomon_alertmanager_port (9093) is also cryptomon_kafka_controller_port" in output, output[-3000:]
+
+
+def test_drop_ins_carry_limits_the_failure_hook_and_overrides(tmp_path: Path, rendered: Path) -> None:
+    dropin = (rendered / "svc-1" / "dropin-prometheus.conf").read_text()
+    assert "MemoryMax=2G" in dropin and "TasksMax=512" in dropin and "OnFailure=cryptomon-unit-failed@" in dropin
+    assert "PrivateUsers" not in dropin
+    out = render(tmp_path, monitoring_systemd_overrides={"prometheus": {"PrivateUsers": False, "Nice": 5}})
+    dropin = (out / "svc-1" / "dropin-prometheus.conf").read_text()
+    assert dropin.splitlines()[-2:] == ["Nice=5", "PrivateUsers=no"]
+    assert "PrivateUsers" not in (out / "svc-1" / "dropin-node_exporter.conf").read_text()
