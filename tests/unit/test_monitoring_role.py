@@ -371,3 +371,20 @@ def test_drop_ins_carry_limits_the_failure_hook_and_overrides(tmp_path: Path, re
     dropin = (out / "svc-1" / "dropin-prometheus.conf").read_text()
     assert dropin.splitlines()[-2:] == ["Nice=5", "PrivateUsers=no"]
     assert "PrivateUsers" not in (out / "svc-1" / "dropin-node_exporter.conf").read_text()
+
+
+def test_the_sandbox_sends_to_the_discord_stand_in_and_scrapes_every_producer(tmp_path: Path) -> None:
+    """inventory/sandbox as `make up` converges it: cm-services runs Prometheus, the webhook is the
+    stand-in's (its port a shared value, visible to the monitoring play), every producer scraped."""
+    out = render(tmp_path, REPO / "inventory" / "sandbox", ansible_connection="local",
+                 monitoring_rules_dir=str(tmp_path / "cm-services"))
+    am = yaml.safe_load((out / "cm-services" / "alertmanager.yml").read_text())
+    (discord,) = am["receivers"][0]["discord_configs"]
+    assert discord["webhook_url"] == "http://127.0.0.1:8090/api/webhooks/2/sandbox-token"
+    assert run([tool("amtool"), "check-config", str(out / "cm-services" / "alertmanager.yml")]).returncode == 0
+    res = run([tool("promtool"), "check", "config", str(out / "cm-services" / "prometheus.yml")])
+    assert res.returncode == 0, res.stdout + res.stderr
+    jobs = scrape_jobs(out / "cm-services")
+    assert {t["producer"] for t in targets(jobs["cryptomon_producer"]).values()} == {*EXCHANGES, "mock"}
+    assert set(targets(jobs["node"])) == {"cm-kafka:9100", "cm-flink:9100", "cm-services:9100"}
+    assert targets(jobs["flink_taskmanager"]) == {"cm-flink:9250": {"address": "cm-flink:9250"}}
