@@ -1,7 +1,7 @@
 """The producers' metric ports have one definition, the cryptomon role's filter: base + the
 instance's place in the registry's exchange list, the mock after them. The cryptomon_services
-role gives the ports with it and the monitoring role scrapes by it (both rendered in
-test_services_role_exchanges.py and test_monitoring_role.py)."""
+role gives the ports with it, the monitoring role scrapes by it and the firewall role opens them
+(rendered in test_services_role_exchanges.py, test_monitoring_role.py, test_firewall_rules.py)."""
 
 from __future__ import annotations
 
@@ -57,4 +57,6 @@ def test_no_role_writes_the_formula_itself() -> None:
     assert not places, places
     users = {str(p.relative_to(REPO)) for p in (REPO / "roles").rglob("*.yml")
              if "cryptomon_producer_metrics_ports(" in p.read_text()}
-    assert users == {"roles/cryptomon_services/vars/main.yml", "roles/monitoring/vars/main.yml"}
+    # the role that opens the ports, the one that scrapes them, the one that lets the scraper in
+    assert users == {"roles/cryptomon_services/vars/main.yml", "roles/monitoring/vars/main.yml",
+                     "roles/firewall/vars/main.yml"}
