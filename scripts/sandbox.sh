@@ -58,7 +58,8 @@ cryptomon sandbox is up, secure like production (TLS, a login, SCRAM users, ACLs
     Discord stand-in    https://127.0.0.1:8443/discord/messages   (alerts the alerter delivered, JSON;
                         ?webhook=2: Alertmanager's alerts about the stack itself)
     Prometheus          https://127.0.0.1:8443/prometheus/  (targets, alert rules, firing alerts)
-    Alertmanager        https://127.0.0.1:8443/alertmanager/  (silences)
+    Alertmanager        https://127.0.0.1:8443/alertmanager/api/v2/alerts  (its API: Debian's package
+                        has no web app; silences with amtool inside cm-services)
   The certificate is from the sandbox's own CA: ${HOME}/.local/share/cryptomon/sandbox/pki/ca.crt
     curl --cacert <that file> ... needs the host name cm-services; or accept it in the browser.
   Units                 make status
