@@ -9,6 +9,7 @@ the checksums kept in the repo:
                                       archive is unreachable, the same release rebuilt
                                       from its Maven Central jars (same libs/ layout,
                                       byte-for-byte reproducible, checksum pinned)
+  kafka/jmx_prometheus_javaagent-<v>.jar  the Prometheus JMX exporter agent from Maven Central
   flink/<connector>.jar               Flink Kafka SQL connector from Maven Central
   wheels/flink/                       apache-flink and its dependencies (hash-locked)
   wheels/services/                    the cryptomon services package and its deps
@@ -206,6 +207,32 @@ def fetch_kafka(cache: Path, source: str) -> None:
         log(f"kafka: {dest.name} built from Maven Central jars and verified")
 
 
+def fetch_maven_jar(coordinate: str, dest: Path, sha256: str) -> None:
+    """One jar from Maven Central (mvn, as configured on the controller) into dest, verified
+    against its pinned sha256; a verified dest is kept."""
+    if dest.exists() and sha256_of(dest) == sha256:
+        log(f"{dest.parent.name}: {dest.name} cached and verified")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        mvn("dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={tmp}", cwd=Path(tmp))
+        got = Path(tmp) / dest.name
+        if not got.exists():
+            raise ArtifactError(f"{coordinate}: maven gave no {dest.name}")
+        verify(got, sha256)
+        shutil.copy2(got, dest)
+    log(f"{dest.parent.name}: {dest.name} downloaded and verified")
+
+
+def fetch_jmx_exporter(cache: Path) -> None:
+    """The Prometheus JMX exporter agent the kafka role loads into every Kafka JVM."""
+    d = role_defaults("kafka")
+    out = cache / "kafka"
+    out.mkdir(parents=True, exist_ok=True)
+    version = d["kafka_jmx_exporter_version"]
+    jar = render(d["kafka_jmx_exporter_jar"], d)
+    fetch_maven_jar(f"io.prometheus.jmx:jmx_prometheus_javaagent:{version}", out / jar, d["kafka_jmx_exporter_sha256"])
+
+
 # --- Flink --------------------------------------------------------------------------------
 
 def fetch_connector(cache: Path) -> None:
@@ -213,17 +240,8 @@ def fetch_connector(cache: Path) -> None:
     out = cache / "flink"
     out.mkdir(parents=True, exist_ok=True)
     name = f"{d['flink_kafka_connector_artifact']}-{d['flink_kafka_connector_version']}.jar"
-    dest = out / name
-    if dest.exists() and sha256_of(dest) == d["flink_kafka_connector_sha256"]:
-        log(f"flink: {name} cached and verified")
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        coord = f"org.apache.flink:{d['flink_kafka_connector_artifact']}:{d['flink_kafka_connector_version']}"
-        mvn("dependency:copy", f"-Dartifact={coord}", f"-DoutputDirectory={tmp}", cwd=Path(tmp))
-        got = Path(tmp) / name
-        verify(got, d["flink_kafka_connector_sha256"])
-        shutil.copy2(got, dest)
-    log(f"flink: {name} downloaded and verified")
+    coord = f"org.apache.flink:{d['flink_kafka_connector_artifact']}:{d['flink_kafka_connector_version']}"
+    fetch_maven_jar(coord, out / name, d["flink_kafka_connector_sha256"])
 
 
 def pip(*args: str) -> None:
@@ -277,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "kafka" in parts:
             fetch_kafka(cache, args.kafka_source)
+            fetch_jmx_exporter(cache)
             fetch_wheels(cache, "kafka-admin",
                          REPO / "roles" / "kafka_admin" / "files" / "requirements-kafka-admin.txt")
         if "flink" in parts:

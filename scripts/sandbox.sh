@@ -55,7 +55,11 @@ cryptomon sandbox is up, secure like production (TLS, a login, SCRAM users, ACLs
   Front door            https://127.0.0.1:8443/          login: admin / ${password}
     dashboard           https://127.0.0.1:8443/          (prices, spread chart, alert history)
     Flink web UI        https://127.0.0.1:8443/flink/    (both jobs listed as <name>@<version>)
-    Discord stand-in    https://127.0.0.1:8443/discord/messages   (alerts the alerter delivered, JSON)
+    Discord stand-in    https://127.0.0.1:8443/discord/messages   (alerts the alerter delivered, JSON;
+                        ?webhook=2: Alertmanager's alerts about the stack itself)
+    Prometheus          https://127.0.0.1:8443/prometheus/  (targets, alert rules, firing alerts)
+    Alertmanager        https://127.0.0.1:8443/alertmanager/api/v2/alerts  (its API: Debian's package
+                        has no web app; silences with amtool inside cm-services)
   The certificate is from the sandbox's own CA: ${HOME}/.local/share/cryptomon/sandbox/pki/ca.crt
     curl --cacert <that file> ... needs the host name cm-services; or accept it in the browser.
   Units                 make status
@@ -64,7 +68,8 @@ cryptomon sandbox is up, secure like production (TLS, a login, SCRAM users, ACLs
                         systemctl status cryptomon-producer@binance
                         journalctl -u cryptomon-producer@binance -f
   Hosts                 cm-kafka (Kafka KRaft), cm-flink (JobManager + TaskManager),
-                        cm-services (producers, alerter, dashboard, front door, replay servers)
+                        cm-services (producers, alerter, dashboard, front door, replay servers,
+                        Prometheus and Alertmanager); node exporter on all three
   Secrets (generated)   ${secrets}/
 Demo mode is on: expect anomaly and arbitrage alerts within a few minutes.
 TXT

@@ -126,3 +126,33 @@ def test_bad_inventories_fail_with_a_clear_message(tmp_path, hosts, message):
     inv.write_text(hosts)
     with pytest.raises(AssertionError, match=message):
         render(tmp_path, inv)
+
+
+def kafka_env(tmp_path: Path, *extra: str) -> dict[str, dict[str, str]]:
+    """Each host's kafka.env, rendered for inventory/example with a private address of 10.9.9.9
+    (the facts the role gathers on a host)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    facts = json.dumps({"ansible_default_ipv4": {"address": "10.9.9.9"}})
+    render(tmp_path, REPO / "inventory" / "example", "-e", facts, *extra)
+    return {f.stem: dict(line.split("=", 1) for line in f.read_text().splitlines() if line and not line.startswith("#"))
+            for f in (tmp_path / "out").glob("*.env")}
+
+
+def test_every_kafka_jvm_loads_the_jmx_exporter_on_its_private_address(tmp_path):
+    env = kafka_env(tmp_path)
+    assert sorted(env) == ["kbrk-1", "kbrk-2", "kbrk-3", "kctl-1", "kctl-2", "kctl-3"]
+    for host in env.values():
+        assert host["KAFKA_OPTS"] == ("-javaagent:/opt/kafka/jmx-exporter/jmx_prometheus_javaagent-1.0.1.jar"
+                                      "=10.9.9.9:7071:/etc/kafka/jmx-exporter.yml")
+    # the unit passes it to java, like the heap and JVM options
+    unit = (REPO / "roles" / "kafka" / "templates" / "kafka.service.j2").read_text()
+    assert "$KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS $KAFKA_OPTS -D" in unit
+
+
+def test_jmx_exporter_address_port_and_switch_are_the_shared_values(tmp_path):
+    env = kafka_env(tmp_path / "a", "-e", "cryptomon_kafka_jmx_exporter_address=127.0.0.1",
+                    "-e", "cryptomon_kafka_jmx_exporter_port=17071")
+    assert env["kbrk-1"]["KAFKA_OPTS"].endswith("=127.0.0.1:17071:/etc/kafka/jmx-exporter.yml")
+    env = kafka_env(tmp_path / "b", "-e", "cryptomon_kafka_jmx_exporter_enabled=false")
+    assert all("KAFKA_OPTS" not in host for host in env.values())
+    assert env["kbrk-1"]["KAFKA_HEAP_OPTS"] == "-Xms4g -Xmx4g"

@@ -1,4 +1,4 @@
-"""The monitoring role's files, rendered for inventory/example (plus a `monitoring` group) without
+"""The monitoring role's files, rendered for inventory/example (svc-1 is its monitoring host) without
 touching a host: Prometheus' and Alertmanager's own checkers accept them, the scrape targets
 follow the inventory and the producers' registry, and `promtool test rules` shows the alerts
 firing when they should and not before."""
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "monitoring"
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_monitoring.yml"
 FIXTURES = REPO / "tests" / "fixtures" / "monitoring"
+EXAMPLE = REPO / "inventory" / "example"
 REGISTRY = describe(real_only=True)
 EXCHANGES = [e["name"] for e in REGISTRY]
 # Hosts of inventory/example.
@@ -45,8 +46,8 @@ def playbook(out: Path, inventory: Path | None, extra: dict[str, object]) -> sub
                  "ansible_python_interpreter": sys.executable, "monitoring_tls_dir": str(tls), **extra}
     (out / "extra.json").write_text(json.dumps(variables))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
-           "-i", str(inventory or FIXTURES / "inventory.yml"), str(PLAYBOOK), "-e", f"@{out / 'extra.json'}"]
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory or EXAMPLE),
+           str(PLAYBOOK), "-e", f"@{out / 'extra.json'}"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
 
 
@@ -203,7 +204,7 @@ def jmx_exporter_names(config: dict, beans: list[str]) -> dict[str, str]:
 
 
 def test_kafka_rules_use_the_names_the_jmx_exporter_config_defines(rendered: Path) -> None:
-    config = yaml.safe_load((ROLE / "files" / "kafka-jmx-exporter.yml").read_text())
+    config = yaml.safe_load((REPO / "roles" / "kafka" / "files" / "kafka-jmx-exporter.yml").read_text())
     names = jmx_exporter_names(config, KAFKA_BEANS)
     assert set(names) == set(KAFKA_BEANS), f"beans no rule matches: {set(KAFKA_BEANS) - set(names)}"
     assert names[KAFKA_BEANS[-1]] == "kafka_network_request_total_time_ms"
@@ -233,7 +234,7 @@ def test_flink_and_kafka_targets_follow_the_inventory(rendered: Path) -> None:
     assert set(targets(jobs["flink_taskmanager"])) == {"flink-tm-1:9250", "flink-tm-2:9250"}
     assert set(targets(jobs["kafka"])) == {f"{h}:7071" for h in KAFKA}
     assert targets(jobs["prometheus"]) == {"svc-1:9090": {"address": "127.0.0.1:9090"}}
-    assert targets(jobs["alertmanager"]) == {"svc-1:9093": {"address": "127.0.0.1:9093"}}
+    assert targets(jobs["alertmanager"]) == {"svc-1:9095": {"address": "127.0.0.1:9095"}}
 
 
 def test_producer_ports_follow_the_registry_as_the_services_role_gives_them(rendered: Path) -> None:
@@ -258,15 +259,21 @@ def test_every_producer_and_the_mock_get_their_own_port(tmp_path: Path) -> None:
 
 
 def separate_monitoring_host(tmp_path: Path) -> Path:
-    inventory = tmp_path / "monitoring-host.yml"
-    inventory.write_text("all:\n  children:\n    monitoring:\n      hosts:\n        mon-1: {ansible_host: 10.0.4.11}\n")
+    """inventory/example with Prometheus on a host of its own, mon-1, instead of svc-1."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["monitoring"] = {"hosts": {"mon-1": {"ansible_host": "10.0.4.11"}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     return inventory
 
 
 def test_loopback_metrics_on_another_host_are_refused_with_the_fix(tmp_path: Path) -> None:
     output = render_error(tmp_path / "out", separate_monitoring_host(tmp_path))
-    assert "The services' metrics on svc-1" in output and "listen on 127.0.0.1" in output, output[-3000:]
-    assert "cryptomon_services_metrics_address" in output
+    assert "cryptomon_producer, cryptomon_alerter metrics on svc-1 listen on 127.0.0.1" in output, output[-3000:]
+    assert "set cryptomon_services_metrics_address to an address" in output
+    # Kafka's agents listen on their private addresses by default: reachable, not named
+    assert "cryptomon_kafka_jmx_exporter_address" not in output
 
 
 def test_private_metrics_address_is_scraped_from_the_monitoring_host(tmp_path: Path) -> None:
@@ -287,7 +294,7 @@ def test_prometheus_and_alertmanager_listen_on_loopback_only(rendered: Path) -> 
     assert "--storage.tsdb.retention.time=15d" in prom
     assert "--web.external-url=https://svc-1/prometheus/" in prom and "--web.route-prefix=/" in prom
     am = default_args(rendered / "svc-1" / "default-prometheus-alertmanager")
-    assert "--web.listen-address=127.0.0.1:9093" in am
+    assert "--web.listen-address=127.0.0.1:9095" in am
     # its gossip listener would take 0.0.0.0:9094, Kafka's internal port
     assert "--cluster.listen-address=" in am
     node = default_args(rendered / "svc-1" / "default-prometheus-node-exporter")
@@ -317,3 +324,67 @@ def test_webhook_and_knobs_reach_the_files(tmp_path: Path) -> None:
 def test_a_bad_retention_is_refused_naming_the_variable(tmp_path: Path) -> None:
     output = render_error(tmp_path, monitoring_prometheus_retention_time="two weeks")
     assert "monitoring_prometheus_retention_time" in output and "two weeks" in output
+
+
+# --- Kafka's and Flink's exporters: knobs shared with the roles that run them -------------------
+
+
+def test_kafka_agents_on_loopback_of_other_hosts_are_refused_naming_the_variable(tmp_path: Path) -> None:
+    output = render_error(tmp_path, cryptomon_kafka_jmx_exporter_address="127.0.0.1")
+    expected = f"kafka metrics on {', '.join(KAFKA)} listen on 127.0.0.1"
+    assert expected in output, output[-3000:]
+    assert "set cryptomon_kafka_jmx_exporter_address to an address" in output
+
+
+def test_kafka_agents_on_an_address_are_scraped_there(tmp_path: Path) -> None:
+    # one broker's agent on an address of its own (host_vars), the rest on their private addresses
+    inventory = separate_monitoring_host(tmp_path)
+    (inventory / "host_vars").mkdir()
+    (inventory / "host_vars" / "kbrk-1.yml").write_text("cryptomon_kafka_jmx_exporter_address: 10.0.1.21\n")
+    out = render(tmp_path / "out", inventory, cryptomon_services_metrics_address="10.0.3.11",
+                 monitoring_rules_dir=str(tmp_path / "out" / "mon-1"))
+    kafka = targets(scrape_jobs(out / "mon-1")["kafka"])
+    assert kafka["kbrk-1:7071"] == {"address": "10.0.1.21:7071"}
+    assert kafka["kbrk-2:7071"] == {"address": "kbrk-2:7071"}
+
+
+def test_switched_off_exporters_are_not_scraped(tmp_path: Path) -> None:
+    out = render(tmp_path, cryptomon_kafka_jmx_exporter_enabled=False, cryptomon_flink_prometheus_enabled=False)
+    jobs = scrape_jobs(out / "svc-1")
+    assert not {"kafka", "flink_jobmanager", "flink_taskmanager"} & set(jobs)
+    assert {"node", "cryptomon_producer", "prometheus", "alertmanager"} <= set(jobs)
+    res = run([tool("promtool"), "check", "config", str(out / "svc-1" / "prometheus.yml")])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_alertmanager_on_kafkas_controller_port_is_refused(tmp_path: Path) -> None:
+    # Alertmanager's usual 9093 is the controller listener: one host running both loses one
+    output = render_error(tmp_path, cryptomon_alertmanager_port=9093)
+    assert "cryptomon_alertmanager_port (9093) is also cryptomon_kafka_controller_port" in output, output[-3000:]
+
+
+def test_drop_ins_carry_limits_the_failure_hook_and_overrides(tmp_path: Path, rendered: Path) -> None:
+    dropin = (rendered / "svc-1" / "dropin-prometheus.conf").read_text()
+    assert "MemoryMax=2G" in dropin and "TasksMax=512" in dropin and "OnFailure=cryptomon-unit-failed@" in dropin
+    assert "PrivateUsers" not in dropin
+    out = render(tmp_path, monitoring_systemd_overrides={"prometheus": {"PrivateUsers": False, "Nice": 5}})
+    dropin = (out / "svc-1" / "dropin-prometheus.conf").read_text()
+    assert dropin.splitlines()[-2:] == ["Nice=5", "PrivateUsers=no"]
+    assert "PrivateUsers" not in (out / "svc-1" / "dropin-node_exporter.conf").read_text()
+
+
+def test_the_sandbox_sends_to_the_discord_stand_in_and_scrapes_every_producer(tmp_path: Path) -> None:
+    """inventory/sandbox as `make up` converges it: cm-services runs Prometheus, the webhook is the
+    stand-in's (its port a shared value, visible to the monitoring play), every producer scraped."""
+    out = render(tmp_path, REPO / "inventory" / "sandbox", ansible_connection="local",
+                 monitoring_rules_dir=str(tmp_path / "cm-services"))
+    am = yaml.safe_load((out / "cm-services" / "alertmanager.yml").read_text())
+    (discord,) = am["receivers"][0]["discord_configs"]
+    assert discord["webhook_url"] == "http://127.0.0.1:8090/api/webhooks/2/sandbox-token"
+    assert run([tool("amtool"), "check-config", str(out / "cm-services" / "alertmanager.yml")]).returncode == 0
+    res = run([tool("promtool"), "check", "config", str(out / "cm-services" / "prometheus.yml")])
+    assert res.returncode == 0, res.stdout + res.stderr
+    jobs = scrape_jobs(out / "cm-services")
+    assert {t["producer"] for t in targets(jobs["cryptomon_producer"]).values()} == {*EXCHANGES, "mock"}
+    assert set(targets(jobs["node"])) == {"cm-kafka:9100", "cm-flink:9100", "cm-services:9100"}
+    assert targets(jobs["flink_taskmanager"]) == {"cm-flink:9250": {"address": "cm-flink:9250"}}
