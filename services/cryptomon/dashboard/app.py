@@ -1,9 +1,13 @@
-"""cryptomon live dashboard (Streamlit): spread matrix, best spreads, alert history, latest trades.
+"""cryptomon live dashboard (Streamlit): spread matrix, best spreads, alert history, latest trades,
+and the pipeline's health from Prometheus (DASHBOARD_PROMETHEUS_URL).
 
-Run through `cryptomon-dashboard` (it execs `streamlit run` on this file). One Kafka reader
-thread per server process (st.cache_resource) feeds a MarketState; a fragment re-renders from a
-snapshot of it every DASHBOARD_REFRESH_S seconds. Problems show as a status banner, never as a
-stack trace. Everything shown is computed in state.py; this file only lays it out.
+Run through `cryptomon-dashboard` (it execs Streamlit's `run` on this file, through serve.py).
+One Kafka reader thread per server process (st.cache_resource) feeds a MarketState; a fragment
+re-renders from a snapshot of it every DASHBOARD_REFRESH_S seconds. Likewise one Prometheus
+poller thread per process (health.py) keeps the latest pipeline-health report, which two more
+fragments show (a line at the top, the tables at the bottom). Problems show as a status banner,
+never as a stack trace. Everything shown is computed in state.py and health.py; this file only
+lays it out.
 """
 
 from __future__ import annotations
@@ -21,8 +25,22 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from cryptomon.dashboard import metrics as dashboard_metrics
 from cryptomon.dashboard.cli import DashboardSettings
 from cryptomon.dashboard.feed import KafkaFeed
+from cryptomon.dashboard.health import (
+    MIN_REFRESH_S,
+    HealthLevel,
+    HealthPoller,
+    HealthReport,
+    alert_table,
+    alerter_table,
+    flink_table,
+    legend,
+    producer_table,
+    redact_url,
+    summary_line,
+)
 from cryptomon.dashboard.state import (
     ALERT_COLUMNS,
     NUMERIC_COLUMNS,
@@ -34,6 +52,7 @@ from cryptomon.dashboard.state import (
     alert_rows,
     column_widths,
     markdown_escape,
+    markdown_inline_escape,
     matrix_table,
     policy_caption,
     price_rows,
@@ -54,6 +73,9 @@ def _settings() -> DashboardSettings:
 
 SETTINGS = _settings()
 REFRESH_S = SETTINGS.refresh_s
+# How often Prometheus is asked: it scrapes every 15 s in the bundle, so asking at every page
+# refresh would show nothing new.
+HEALTH_REFRESH_S = max(REFRESH_S, MIN_REFRESH_S)
 
 
 @st.cache_resource(show_spinner=False)
@@ -156,6 +178,59 @@ def alerts_section(snap: Snapshot) -> None:
                  column_config=_column_config(rows, ALERT_COLUMNS))
 
 
+def _count_health_query(report: HealthReport) -> None:
+    metrics = dashboard_metrics.running()
+    if metrics is not None:
+        metrics.observe_query(report.outcome, report.seconds)
+
+
+@st.cache_resource(show_spinner=False)
+def get_health_poller(url: str, every_s: float) -> HealthPoller:
+    """One Prometheus poller per URL, shared by every browser session; counted on /metrics."""
+    return HealthPoller(url, every_s, on_report=_count_health_query).start()
+
+
+# Material icons come with Streamlit's own fonts; emoji need a font the viewer may not have.
+HEALTH_BANNER = {HealthLevel.GREEN: (st.success, ":material/check_circle:"),
+                 HealthLevel.AMBER: (st.warning, ":material/warning:"),
+                 HealthLevel.RED: (st.error, ":material/error:")}
+
+
+def health_banner(report: HealthReport, prefix: str = "Pipeline health: ") -> None:
+    show, icon = HEALTH_BANNER[report.level]
+    show(markdown_inline_escape(prefix + summary_line(report)), icon=icon)
+
+
+def health_section(url: str, poller: HealthPoller | None) -> None:
+    st.subheader("Pipeline health")
+    if poller is None:
+        st.caption("Not configured: set DASHBOARD_PROMETHEUS_URL to Prometheus' base URL (e.g. "
+                   "http://127.0.0.1:9090) to see the producers, Flink jobs, alerter lag and firing alerts here.")
+        return
+    report = poller.latest()
+    if report is None:
+        st.info(f"Asking Prometheus at {redact_url(url)}…", icon=":material/hourglass_empty:")
+        return
+    if report.outcome != "ok":
+        health_banner(report, prefix="")
+        return
+    st.caption(markdown_inline_escape(legend(url, report, HEALTH_REFRESH_S)))
+    tables = (("Producers", report.producers, producer_table, "No producer targets (scrape job cryptomon_producer)."),
+              ("Flink jobs", report.flink, flink_table, "No Flink jobs reported."),
+              ("Alerter", report.alerters, alerter_table, "No alerter target (scrape job cryptomon_alerter)."))
+    for title, rows, table, none in tables:
+        st.markdown(f"**{title}**")
+        if rows:
+            styled_table(table(rows))
+        else:
+            st.caption(none)
+    st.markdown("**Firing alerts**")
+    if report.alerts:
+        styled_table(alert_table(report.alerts, report.fetched_at))
+    else:
+        st.caption("No alert is firing.")
+
+
 def render(feed: KafkaFeed) -> None:
     snap = feed.state.snapshot()
     status_banner(snap)
@@ -181,13 +256,31 @@ def main() -> None:
     except ConfigError as exc:
         st.error(f"Configuration error: {exc}")
         return
+    try:  # already running when started by cryptomon-dashboard; this covers a bare `streamlit run`
+        dashboard_metrics.ensure_started(SETTINGS.metrics, prometheus_configured=bool(SETTINGS.prometheus_url))
+    except ConfigError as exc:
+        st.warning(f"No /metrics endpoint: {exc}")
     feed = get_feed(settings, SETTINGS.policy())
+    url = SETTINGS.prometheus_url
+    poller = get_health_poller(url, HEALTH_REFRESH_S) if url else None
+
+    @st.fragment(run_every=REFRESH_S)
+    def health_line() -> None:
+        report = poller.latest() if poller is not None else None
+        if report is not None:
+            health_banner(report)
 
     @st.fragment(run_every=REFRESH_S)
     def live() -> None:
         render(feed)
 
+    @st.fragment(run_every=REFRESH_S)
+    def health() -> None:
+        health_section(url, poller)
+
+    health_line()
     live()
+    health()
 
 
 main()

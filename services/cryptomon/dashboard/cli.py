@@ -7,9 +7,14 @@ between redraws, at least 0.5), DASHBOARD_STALE_AFTER_S (a price older than this
 not compared, default 60), DASHBOARD_SPREAD_THRESHOLD_USD (the spread colours' alert threshold,
 default 50, the arbitrage job's) and DASHBOARD_SPREAD_THRESHOLDS (per-asset overrides,
 `ETH=5,SOL=0.5` or JSON, as ARBITRAGE_THRESHOLDS), DASHBOARD_SPREAD_EXCHANGES (compare only
-these, at least two, `binance,kraken,okx`; empty: every exchange seen), LOG_LEVEL, and the Kafka
-settings from KAFKA_*. All are checked here first, so a bad value fails fast with one line and
-exit status 2 instead of inside the web page.
+these, at least two, `binance,kraken,okx`; empty: every exchange seen), DASHBOARD_PROMETHEUS_URL
+(Prometheus' base URL for the pipeline-health section; empty: the section says it is not
+configured), METRICS_PORT / METRICS_ADDRESS (the process's own /metrics, as the producer's),
+LOG_LEVEL, and the Kafka settings from KAFKA_*. All are checked here first, so a bad value fails
+fast with one line and exit status 2 instead of inside the web page.
+
+Streamlit runs inside `python -m cryptomon.dashboard.serve`, which opens /metrics first and then
+hands over to Streamlit's own command line: the endpoint is up before anyone opens the page.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from cryptomon.cli_args import EXIT_CONFIG, OneLineParser, from_env, listen_address, log_level, port, positive_float
+from cryptomon.dashboard.health import parse_prometheus_url
 from cryptomon.dashboard.state import DEFAULT_STALE_AFTER_MS, DEFAULT_THRESHOLD_USD, SpreadPolicy
 from cryptomon.kafka_settings import ConfigError, KafkaSettings
 from cryptomon.logging_setup import log_format
+from cryptomon.metrics import MetricsSettings
 
 APP = Path(__file__).resolve().parent / "app.py"
 # The arbitrage job's rule for exchange names (letters, digits, `.`, `_`, `-`), lower case.
@@ -37,7 +44,8 @@ _ASSET = re.compile(r"[A-Z0-9]{1,32}")
 
 def build_command(port: int, address: str, extra: list[str]) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        # Streamlit's `run`, in a process that opens the dashboard's /metrics first (serve.py).
+        sys.executable, "-m", "cryptomon.dashboard.serve", "run", str(APP),
         "--server.port", str(port),
         "--server.address", address,
         "--server.headless", "true",
@@ -63,6 +71,8 @@ class DashboardSettings:
     spread_threshold_usd: Decimal = DEFAULT_THRESHOLD_USD
     spread_thresholds: tuple[tuple[str, Decimal], ...] = ()
     spread_exchanges: tuple[str, ...] = ()  # empty: every exchange seen
+    prometheus_url: str = ""  # base URL without a trailing slash; empty: no pipeline-health section
+    metrics: MetricsSettings = MetricsSettings()  # the dashboard's own /metrics
     log_level: str = "INFO"
 
     def policy(self) -> SpreadPolicy:
@@ -92,6 +102,8 @@ class DashboardSettings:
             if get("DASHBOARD_SPREAD_THRESHOLD_USD") else cls.spread_threshold_usd,
             spread_thresholds=_thresholds(get("DASHBOARD_SPREAD_THRESHOLDS"), "DASHBOARD_SPREAD_THRESHOLDS"),
             spread_exchanges=_exchanges(get("DASHBOARD_SPREAD_EXCHANGES"), "DASHBOARD_SPREAD_EXCHANGES"),
+            prometheus_url=parse_prometheus_url(get("DASHBOARD_PROMETHEUS_URL"), "DASHBOARD_PROMETHEUS_URL"),
+            metrics=MetricsSettings.from_env(env),
             log_level=log_level(get("LOG_LEVEL"), "LOG_LEVEL"),
         )
 

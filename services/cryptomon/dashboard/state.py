@@ -616,3 +616,13 @@ def markdown_escape(text: str) -> str:
     """st.table renders cells as Markdown (and `$...$` as LaTeX): shown text must be escaped,
     or an exchange called `a_b_c_` or a `$` would change what the cell says."""
     return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in text)
+
+
+_INLINE_MARKS = frozenset("\\`*_[]<>$~|")
+
+
+def markdown_inline_escape(text: str) -> str:
+    """For a line of text in a banner or caption: only the inline marks are escaped (a job name
+    like arbitrage_detector_1_4 would turn italic), not `.` or `-` as in table cells, so that a
+    URL in the text stays one link (an escaped `.` would become part of the link)."""
+    return "".join(f"\\{c}" if c in _INLINE_MARKS else c for c in text)
