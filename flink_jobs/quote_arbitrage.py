@@ -704,7 +704,11 @@ def run(args: argparse.Namespace) -> None:
     from pyflink.common.typeinfo import Types
 
     env, t_env = create_stream_envs(args, PIPELINE_NAME)
-    t_env.get_config().set("python.execution-mode", args.python_execution_mode)
+    conf = t_env.get_config()
+    conf.set("python.execution-mode", args.python_execution_mode)
+    if args.python_execution_mode == "process" and not conf.get("python.fn-execution.bundle.time", ""):
+        # A Beam bundle is handed back after 1 s by default: an alert would wait for it.
+        conf.set("python.fn-execution.bundle.time", "10")
     ddl, query = source_statements(args)
     t_env.execute_sql(ddl)
     quotes = t_env.to_data_stream(t_env.sql_query(query))
