@@ -246,6 +246,30 @@ def test_producer_ports_follow_the_registry_as_the_services_role_gives_them(rend
     assert targets(jobs["cryptomon_alerter"]) == {"svc-1:9330": {"address": "127.0.0.1:9330"}}
 
 
+def test_the_dashboard_is_scraped_on_its_shared_port(rendered: Path) -> None:
+    # its own /metrics (cryptomon_dashboard_up), where the services role's dashboard.env puts it
+    jobs = scrape_jobs(rendered / "svc-1")
+    assert targets(jobs["cryptomon_dashboard"]) == {"svc-1:9331": {"address": "127.0.0.1:9331"}}
+    assert "scheme" not in jobs["cryptomon_dashboard"]  # plain HTTP, as the alerter's
+
+
+def test_dashboard_switched_off_or_moved(tmp_path: Path) -> None:
+    off = render(tmp_path / "off", cryptomon_services_dashboard_enabled=False)
+    jobs = scrape_jobs(off / "svc-1")
+    assert "cryptomon_dashboard" not in jobs and "cryptomon_alerter" in jobs
+    moved = render(tmp_path / "moved", cryptomon_services_metrics_dashboard_port=9441,
+                   monitoring_rules_dir=str(tmp_path / "moved" / "svc-1"))
+    assert targets(scrape_jobs(moved / "svc-1")["cryptomon_dashboard"]) == {
+        "svc-1:9441": {"address": "127.0.0.1:9441"}}
+    res = run([tool("promtool"), "check", "config", str(moved / "svc-1" / "prometheus.yml")])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_metrics_off_scrapes_no_service(tmp_path: Path) -> None:
+    jobs = scrape_jobs(render(tmp_path, cryptomon_services_metrics_enabled=False) / "svc-1")
+    assert not {"cryptomon_producer", "cryptomon_alerter", "cryptomon_dashboard"} & set(jobs)
+
+
 def test_every_producer_and_the_mock_get_their_own_port(tmp_path: Path) -> None:
     out = render(tmp_path, cryptomon_services_producers=["mock", *reversed(EXCHANGES)],
                  cryptomon_services_alerter_enabled=False)
@@ -270,7 +294,8 @@ def separate_monitoring_host(tmp_path: Path) -> Path:
 
 def test_loopback_metrics_on_another_host_are_refused_with_the_fix(tmp_path: Path) -> None:
     output = render_error(tmp_path / "out", separate_monitoring_host(tmp_path))
-    assert "cryptomon_producer, cryptomon_alerter metrics on svc-1 listen on 127.0.0.1" in output, output[-3000:]
+    jobs = "cryptomon_producer, cryptomon_alerter, cryptomon_dashboard"
+    assert f"The {jobs} metrics on svc-1 listen on 127.0.0.1" in output, output[-3000:]
     assert "set cryptomon_services_metrics_address to an address" in output
     # Kafka's agents listen on their private addresses by default: reachable, not named
     assert "cryptomon_kafka_jmx_exporter_address" not in output
@@ -282,6 +307,7 @@ def test_private_metrics_address_is_scraped_from_the_monitoring_host(tmp_path: P
     jobs = scrape_jobs(out / "mon-1")
     assert targets(jobs["cryptomon_producer"])["svc-1:9310"] == {"address": "10.0.3.11:9310", "producer": "binance"}
     assert targets(jobs["cryptomon_alerter"]) == {"svc-1:9330": {"address": "10.0.3.11:9330"}}
+    assert targets(jobs["cryptomon_dashboard"]) == {"svc-1:9331": {"address": "10.0.3.11:9331"}}
     assert "mon-1:9100" in targets(jobs["node"])
 
 
@@ -363,6 +389,14 @@ def test_alertmanager_on_kafkas_controller_port_is_refused(tmp_path: Path) -> No
     assert "cryptomon_alertmanager_port (9093) is also cryptomon_kafka_controller_port" in output, output[-3000:]
 
 
+@pytest.mark.parametrize("service", ["alerter", "dashboard"])
+def test_prometheus_on_a_services_metrics_port_is_refused(tmp_path: Path, service: str) -> None:
+    port = {"alerter": 9330, "dashboard": 9331}[service]
+    output = render_error(tmp_path, cryptomon_prometheus_port=port)
+    assert f"cryptomon_prometheus_port ({port}) is also cryptomon_services_metrics_{service}_port" in output, \
+        output[-3000:]
+
+
 def test_drop_ins_carry_limits_the_failure_hook_and_overrides(tmp_path: Path, rendered: Path) -> None:
     dropin = (rendered / "svc-1" / "dropin-prometheus.conf").read_text()
     assert "MemoryMax=2G" in dropin and "TasksMax=512" in dropin and "OnFailure=cryptomon-unit-failed@" in dropin
@@ -386,5 +420,6 @@ def test_the_sandbox_sends_to_the_discord_stand_in_and_scrapes_every_producer(tm
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = scrape_jobs(out / "cm-services")
     assert {t["producer"] for t in targets(jobs["cryptomon_producer"]).values()} == {*EXCHANGES, "mock"}
+    assert targets(jobs["cryptomon_dashboard"]) == {"cm-services:9331": {"address": "127.0.0.1:9331"}}
     assert set(targets(jobs["node"])) == {"cm-kafka:9100", "cm-flink:9100", "cm-services:9100"}
     assert targets(jobs["flink_taskmanager"]) == {"cm-flink:9250": {"address": "cm-flink:9250"}}
