@@ -144,17 +144,9 @@ class Quote:
     def __init__(self, exchange: str, symbol: str, raw: tuple[str, str, str, str], received_ts: int,
                  exchange_ts: int | None, sequence: int | None) -> None:
         self.exchange, self.symbol, self.raw = exchange, symbol, raw
-        self.bid, self.bid_size, self.ask, self.ask_size = (Decimal(v) for v in raw)
+        self.bid, self.bid_size = Decimal(raw[0]), Decimal(raw[1])
+        self.ask, self.ask_size = Decimal(raw[2]), Decimal(raw[3])
         self.received_ts, self.exchange_ts, self.sequence = received_ts, exchange_ts, sequence
-
-    def to_state(self) -> tuple:
-        """Builtins only, so a savepoint never depends on this module's classes."""
-        return (*self.raw, self.received_ts, self.exchange_ts, self.sequence)
-
-    @classmethod
-    def from_state(cls, exchange: str, symbol: str, values: tuple) -> Quote:
-        bid, bid_size, ask, ask_size, received_ts, exchange_ts, sequence = values
-        return cls(exchange, symbol, (bid, bid_size, ask, ask_size), received_ts, exchange_ts, sequence)
 
 
 # Why a quote is dropped (the metric names of the operator).
@@ -279,28 +271,43 @@ ALERT_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+def usd(text: object) -> str:
+    """`$1.5`, `-$0.5`."""
+    text = str(text)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+
+
 def summary(alert: Mapping[str, object]) -> str:
     head = (f"{alert['asset']}: buy {alert['buy_exchange']} {alert['buy_symbol']} at {alert['buy_price']}, "
             f"sell {alert['sell_exchange']} {alert['sell_symbol']} at {alert['sell_price']}, "
-            f"net {alert['net_spread_bps']} bps after fees, ${alert['net_profit_usd']} on {alert['size']} "
-            f"(${alert['notional_usd']})")
+            f"net {alert['net_spread_bps']} bps after fees, {usd(alert['net_profit_usd'])} on {alert['size']} "
+            f"({usd(alert['notional_usd'])})")
     if alert["episode_state"] == "open":
         return f"{head}: opportunity open"
     return (f"{head}: closed ({alert['close_reason']}) after {alert['duration_ms']} ms, "
             f"peak {alert['peak_net_spread_bps']} bps")
 
 
-@dataclass
 class StepResult:
-    alerts: list[dict[str, object]] = field(default_factory=list)
-    episodes_changed: bool = False
+    """What one quote or timer did: the alerts to send, and whether the episodes changed."""
+
+    __slots__ = ("alerts", "episodes_changed")
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, object]] = []
+        self.episodes_changed = False
+
+
+def _side_ms(episode: dict, side: int) -> int:
+    """received_ts of the buy (0) or sell (1) quote an episode was last evaluated with."""
+    return episode["last"]["buy_quote_ms" if side == 0 else "sell_quote_ms"]  # type: ignore[return-value]
 
 
 class AssetBook:
     """Every market's latest quote of one asset, and the asset's open episodes.
 
     Pure Python (no Flink): the process function feeds it quotes and timer ticks and persists
-    `quotes` (per market) and `episodes` (when StepResult.episodes_changed).
+    the episodes (when StepResult.episodes_changed); the quotes live in memory only.
     """
 
     def __init__(self, asset: str, rules: Rules) -> None:
@@ -309,6 +316,7 @@ class AssetBook:
         self.quotes: dict[str, dict[str, Quote]] = {}         # exchange -> symbol -> quote
         self.episodes: dict[tuple[str, str], dict] = {}       # (buy, sell) -> open episode
         self.last_opened: dict[tuple[str, str], int] = {}     # (buy, sell) -> opened_ms of the last
+        self._ages: dict[str, int] = {}                       # exchange -> max age (rules, cached)
 
     # -- state --
 
@@ -324,22 +332,33 @@ class AssetBook:
 
     def on_quote(self, quote: Quote, now: int) -> StepResult | str:
         """Take a quote (the latest of its market unless OUT_OF_ORDER is returned) and step every
-        pair it takes part in."""
-        markets = self.quotes.setdefault(quote.exchange, {})
+        pair it takes part in. The hot path of the job: pairs without an episode and without a
+        gross spread are skipped before any arithmetic."""
+        exchange = quote.exchange
+        markets = self.quotes.get(exchange)
+        if markets is None:
+            markets = self.quotes[exchange] = {}
         held = markets.get(quote.symbol)
-        if held is not None and self._fresh(held, now) and is_older(quote, held):
+        if held is not None and now - held.received_ts <= self._age(exchange) and is_older(quote, held):
             return OUT_OF_ORDER
         markets[quote.symbol] = quote
         result = StepResult()
         if len(self.quotes) < 2:
             return result
-        mine = self._best(quote.exchange, now)
+        my_ask, my_bid = self._best(exchange, now)
+        episodes = self.episodes
         for other in self.quotes:
-            if other == quote.exchange:
+            if other == exchange:
                 continue
-            theirs = self._best(other, now)
-            self._step((quote.exchange, other), mine[0], theirs[1], quote.received_ts, now, result)
-            self._step((other, quote.exchange), theirs[0], mine[1], quote.received_ts, now, result)
+            their_ask, their_bid = self._best(other, now)
+            pair = (exchange, other)
+            if (episodes and pair in episodes) or (
+                    my_ask is not None and their_bid is not None and their_bid.bid > my_ask.ask):
+                self._step(pair, my_ask, their_bid, quote.received_ts, now, result)
+            pair = (other, exchange)
+            if (episodes and pair in episodes) or (
+                    their_ask is not None and my_bid is not None and my_bid.bid > their_ask.ask):
+                self._step(pair, their_ask, my_bid, quote.received_ts, now, result)
         return result
 
     def on_timer(self, now: int) -> StepResult:
@@ -356,24 +375,39 @@ class AssetBook:
         time, ms); None without open episodes. Early rather than late: the timer re-checks and
         asks again."""
         deadline = None
-        for pair in self.episodes:
-            for exchange in pair:
-                for q in self.quotes.get(exchange, {}).values():
-                    at = q.received_ts + self.rules.max_age(exchange) + 1
+        for pair, episode in self.episodes.items():
+            for side, exchange in enumerate(pair):
+                age = self._age(exchange)
+                times = [q.received_ts for q in self.quotes.get(exchange, {}).values()] or [_side_ms(episode, side)]
+                for ts in times:
+                    at = ts + age + 1
                     if at > now and (deadline is None or at < deadline):
                         deadline = at
         return deadline
 
     # -- internals --
 
+    def _age(self, exchange: str) -> int:
+        age = self._ages.get(exchange)
+        if age is None:
+            age = self._ages[exchange] = self.rules.max_age(exchange)
+        return age
+
     def _fresh(self, quote: Quote, now: int) -> bool:
-        return now - quote.received_ts <= self.rules.max_age(quote.exchange)
+        return now - quote.received_ts <= self._age(quote.exchange)
 
     def _best(self, exchange: str, now: int) -> tuple[Quote | None, Quote | None]:
         """(lowest ask, highest bid) over the exchange's fresh markets of the asset."""
+        markets = self.quotes.get(exchange)
+        if not markets:
+            return None, None
+        oldest = now - self._age(exchange)
+        if len(markets) == 1:  # the common case: one USD-like market per venue
+            for q in markets.values():
+                return (q, q) if q.received_ts >= oldest else (None, None)
         best_ask = best_bid = None
-        for q in self.quotes.get(exchange, {}).values():
-            if not self._fresh(q, now):
+        for q in markets.values():
+            if q.received_ts < oldest:
                 continue
             if best_ask is None or q.ask < best_ask.ask:
                 best_ask = q
@@ -381,18 +415,21 @@ class AssetBook:
                 best_bid = q
         return best_ask, best_bid
 
-    def _stale_since(self, exchange: str) -> int:
-        """When the exchange's last fresh quote of the asset turned stale."""
-        age = self.rules.max_age(exchange)
-        return max((q.received_ts + age + 1 for q in self.quotes.get(exchange, {}).values()), default=0)
+    def _stale_since(self, exchange: str, episode: dict, side: int) -> int:
+        """When the exchange's last fresh quote of the asset turned stale (from the episode's
+        record of its quote when the book holds none, as right after a restore)."""
+        times = [q.received_ts for q in self.quotes.get(exchange, {}).values()] or [_side_ms(episode, side)]
+        return max(times) + self._age(exchange) + 1
 
     def _step(self, pair: tuple[str, str], buy: Quote | None, sell: Quote | None, quote_ts: int | None,
               now: int, result: StepResult) -> None:
         episode = self.episodes.get(pair)
         if buy is None or sell is None:
             if episode is not None:
-                stale = [self._stale_since(ex) for ex, q in zip(pair, (buy, sell), strict=True) if q is None]
-                self._close(pair, episode, "stale", min(stale), result)
+                stale = [self._stale_since(ex, episode, side)
+                         for side, (ex, q) in enumerate(zip(pair, (buy, sell), strict=True)) if q is None]
+                if min(stale) <= now:  # else: no quote in memory yet (a restore) and the last one still fresh
+                    self._close(pair, episode, "stale", min(stale), result)
             return
         if episode is None and sell.bid <= buy.ask:
             return  # no gross spread: nothing can open (fees and thresholds are never negative)
@@ -619,17 +656,17 @@ def make_process_function(rules: Rules):
     from pyflink.common import Row
     from pyflink.common.typeinfo import Types
     from pyflink.datastream import KeyedProcessFunction
-    from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+    from pyflink.datastream.state import ValueStateDescriptor
 
     names = [name for name, _ in ALERT_FIELDS]
 
     class QuoteArbitrage(KeyedProcessFunction):
         def open(self, runtime_context) -> None:
-            # Every market's latest quote ("exchange|symbol" -> tuple of builtins) and the open
-            # episodes: the books are also cached in memory (self.books), which is only a copy:
-            # a restore builds a new function object and reads the state again.
-            self.quote_state = runtime_context.get_map_state(
-                MapStateDescriptor("quotes", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+            # Checkpointed: the open episodes (and each pair's last opened_ms) per asset. Not
+            # checkpointed: the quotes. A quote is useful for max age (<= 60 s) only, less than
+            # a restore takes, and writing each one to state would cost more than the rest of
+            # its handling; after a restore the books fill again from the next quotes, and an
+            # open episode is judged by the quote times it recorded until they arrive.
             self.episode_state = runtime_context.get_state(
                 ValueStateDescriptor("episodes", Types.PICKLED_BYTE_ARRAY()))
             self.timer_state = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
@@ -642,9 +679,6 @@ def make_process_function(rules: Rules):
             book = self.books.get(asset)
             if book is None:
                 book = self.books[asset] = AssetBook(asset, rules)
-                for key, values in self.quote_state.items():
-                    exchange, symbol = key.split("|", 1)
-                    book.quotes.setdefault(exchange, {})[symbol] = Quote.from_state(exchange, symbol, values)
                 book.load_episode_state(self.episode_state.value())
             return book
 
@@ -666,7 +700,6 @@ def make_process_function(rules: Rules):
             if isinstance(result, str):
                 self._dropped(result, row)
                 return
-            self.quote_state.put(f"{quote.exchange}|{quote.symbol}", quote.to_state())
             yield from self._emit(book, result, ctx, now, result.episodes_changed)
 
         def on_timer(self, timestamp: int, ctx):
