@@ -129,11 +129,14 @@ def test_a_separate_monitoring_host_reaches_the_metrics_and_nothing_else(tmp_pat
     mon = {"10.0.4.11"}
     assert opened(rules["svc-1"], 9100) == mon and opened(rules["kbrk-2"], 7071) == mon
     assert opened(rules["flink-jm-1"], 9249) == mon and opened(rules["flink-tm-1"], 9250) == mon
-    # the producers enabled by default (binance, coinbase) on their registry places, and the alerter
+    # the producers enabled by default (binance, coinbase) on their registry places, the alerter
+    # and the dashboard
     for producer in ("binance", "coinbase"):
         assert opened(rules["svc-1"], 9310 + EXCHANGES.index(producer)) == mon, producer
     assert opened(rules["svc-1"], 9310 + EXCHANGES.index("kraken")) == set()  # not enabled
     assert opened(rules["svc-1"], 9330) == mon
+    assert opened(rules["svc-1"], 9331) == mon
+    assert opened(rules["svc-1"], 8501) == set()  # Streamlit itself stays behind the front door
     # Prometheus talks to no Kafka listener and no Flink REST API
     assert "10.0.4.11" not in opened(rules["kbrk-1"], 9092) and "10.0.4.11" not in opened(rules["flink-jm-1"], 8081)
     assert opened(rules["mon-1"], 9100) == mon  # its own node exporter, scraped by itself
@@ -149,6 +152,16 @@ def test_switched_off_or_loopback_exporters_open_nothing(tmp_path):
     assert opened(rules["kbrk-1"], 9100) == {IP["svc-1"]}
 
 
+def test_switched_off_services_open_no_metrics_port(tmp_path):
+    rules = render(tmp_path / "out", separate_monitoring_host(tmp_path), cryptomon_services_metrics_address="10.0.3.11",
+                   cryptomon_services_dashboard_enabled=False, cryptomon_services_alerter_enabled=False)
+    assert opened(rules["svc-1"], 9331) == set() and opened(rules["svc-1"], 9330) == set()
+    assert opened(rules["svc-1"], 9310 + EXCHANGES.index("binance")) == {"10.0.4.11"}  # the producers still
+    rules = render(tmp_path / "moved", separate_monitoring_host(tmp_path / "moved"),
+                   cryptomon_services_metrics_address="10.0.3.11", cryptomon_services_metrics_dashboard_port=9441)
+    assert opened(rules["svc-1"], 9441) == {"10.0.4.11"} and opened(rules["svc-1"], 9331) == set()
+
+
 def test_without_monitoring_hosts_no_metric_port_opens(tmp_path):
     inventory = separate_monitoring_host(tmp_path)
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
@@ -156,5 +169,5 @@ def test_without_monitoring_hosts_no_metric_port_opens(tmp_path):
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     rules = render(tmp_path / "out", inventory, cryptomon_services_metrics_address="10.0.3.11")
     for host, text in rules.items():
-        for port in (9100, 7071, 9249, 9250, 9310, 9330):
+        for port in (9100, 7071, 9249, 9250, 9310, 9330, 9331):
             assert opened(text, port) == set(), (host, port)
