@@ -694,7 +694,9 @@ def make_process_function(rules: Rules):
             if isinstance(quote, str):
                 self._dropped(quote, row)
                 return
-            now = ctx.timer_service().current_processing_time()
+            # Flink's processing time is this host's wall clock: reading it here saves a call
+            # into the JVM per quote.
+            now = int(time.time() * 1000)
             book = self._book(row[0])
             result = book.on_quote(quote, now)
             if isinstance(result, str):
