@@ -37,6 +37,7 @@ from decimal import Decimal
 
 from flink_common import (
     CLEAN_TRADES_VIEW,
+    DEFAULT_TAKER_FEES_BPS,
     NOTIONAL_T,
     VOLUME_T,
     WINDOW_SECONDS,
@@ -60,6 +61,8 @@ from flink_common import (
     sql_threshold_case,
     validate_common,
 )
+from flink_common import demo_argv as _demo_argv
+from flink_common import parse_fee_bps as _fee
 
 # 2: N venues; buy_*/sell_* evidence and fees instead of fixed binance_*/coinbase_* fields.
 SCHEMA_VERSION = 2
@@ -68,30 +71,11 @@ PIPELINE_NAME = "cryptomon-arbitrage-detector"
 OUTPUT_VAR = "KAFKA_ARBITRAGE_TOPIC"
 DEMO_THRESHOLD = Decimal("0.1")
 TRIGGERS = ("gross", "net")
-# Lowest-tier (no volume, no token discount) spot taker fees in basis points, as published by
-# each venue; sources and the date they were read are in docs/alerts.md ("Fees").
-DEFAULT_TAKER_FEES_BPS = {
-    "binance": Decimal("10"),   # Regular user / VIP 0: 0.100 %
-    "bybit": Decimal("10"),     # non-VIP spot: 0.1 %
-    "coinbase": Decimal("60"),  # Coinbase Exchange, $0-10K tier: 0.60 %
-    "kraken": Decimal("40"),    # Kraken Pro, $0-10K tier: 0.40 %
-    "okx": Decimal("10"),       # Lv1, USDT/crypto spot pairs: 0.100 %
-}
 # For exchanges missing from the table (e.g. names a mock producer imitates).
 DEFAULT_OTHER_FEE_BPS = Decimal("10")
 FEE_T = "DECIMAL(8, 4)"  # bps with 4 decimals: 0.0001 bps resolution, up to 9999.9999
-MAX_FEE_BPS = Decimal(1000)  # 10 %: anything higher is a typo (a percentage given as bps?)
 PRICE_OUT_T = "DECIMAL(24, 10)"  # VWAPs and spreads keep 10 decimals
 BPS_T = "DECIMAL(20, 2)"
-
-
-def _fee(value: object, what: str) -> Decimal:
-    fee = parse_decimal(value, what, positive=False)  # type: ignore[arg-type]
-    if fee >= MAX_FEE_BPS:
-        raise ConfigError(f"{what}: {value!r} bps is 10 % or more (fees are in basis points: 0.1 % = 10)")
-    if fee != fee.quantize(Decimal("0.0001")):
-        raise ConfigError(f"{what}: {value!r} has more than 4 decimals")
-    return fee
 
 
 def parse_fees(text: str, what: str = "--taker-fees-bps") -> dict[str, Decimal]:
@@ -160,15 +144,6 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> arg
     if not 0 < int(args.max_side_age_ms) <= WINDOW_SECONDS * 1000:
         raise ConfigError(f"--max-side-age-ms: must be in 1..{WINDOW_SECONDS * 1000}")
     return args
-
-
-def _demo_argv(argv: Sequence[str]) -> list[str]:
-    """Accept a bare `--demo` flag: argparse options here all take a value."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--demo" and (i + 1 == len(out) or out[i + 1].startswith("--")):
-            out[i] = "--demo=true"
-    return out
 
 
 def alert_id_sql() -> str:

@@ -107,9 +107,9 @@ def parse_thresholds(text: str, what: str = "thresholds") -> dict[str, Decimal]:
 
 
 # --- fees -------------------------------------------------------------------------------------
-# The quote arbitrage job's fee table (flink_jobs/quote_arbitrage.py). The same lowest-tier spot
-# taker fees as arbitrage_detector.py's table (a unit test keeps the two equal); sources and the
-# date they were read are in docs/alerts.md ("Fees").
+# Lowest-tier (no volume, no token discount) spot taker fees in basis points, as published by
+# each venue, for both arbitrage jobs; sources and the date they were read are in
+# docs/alerts.md ("Fees").
 DEFAULT_TAKER_FEES_BPS = {
     "binance": Decimal("10"),   # Regular user / VIP 0: 0.100 %
     "bybit": Decimal("10"),     # non-VIP spot: 0.1 %
@@ -471,3 +471,12 @@ def run_statements(statements: Sequence[str], args: argparse.Namespace, pipeline
     job = result.get_job_client()
     name = t_env.get_config().get("pipeline.name", pipeline_name)
     print(f"submitted {name}: JobID {job.get_job_id() if job else '?'}", flush=True)
+
+
+def demo_argv(argv: Sequence[str]) -> list[str]:
+    """Accept a bare `--demo` flag: argparse options of the jobs all take a value."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--demo" and (i + 1 == len(out) or out[i + 1].startswith("--")):
+            out[i] = "--demo=true"
+    return out

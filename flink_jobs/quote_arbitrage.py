@@ -83,6 +83,7 @@ from flink_common import (
     sql_str,
     with_options,
 )
+from flink_common import demo_argv as _demo_argv
 
 SCHEMA_VERSION = 1
 ALERT_TYPE = "quote_arbitrage"
@@ -595,15 +596,6 @@ def rules_from_args(args: argparse.Namespace) -> Rules:
         fees_bps=dict(args.taker_fees_bps), default_fee_bps=args.default_taker_fee_bps,
         max_age_ms=dict(args.max_quote_ages_ms), default_max_age_ms=args.max_quote_age_ms, demo=demo,
     )
-
-
-def _demo_argv(argv: Sequence[str]) -> list[str]:
-    """Accept a bare `--demo` flag: argparse options here all take a value."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--demo" and (i + 1 == len(out) or out[i + 1].startswith("--")):
-            out[i] = "--demo=true"
-    return out
 
 
 # --- Flink ------------------------------------------------------------------------------------
