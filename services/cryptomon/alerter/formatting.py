@@ -27,8 +27,10 @@ ELLIPSIS = "…"
 COLOURS = {
     "volume_anomaly": 0xE67E22,  # orange: unusual activity on one exchange
     "arbitrage": 0x2ECC71,  # green: a cross-exchange opportunity
+    "quote_arbitrage": 0x1ABC9C,  # teal: an executable opportunity open right now
 }
 UNKNOWN_COLOUR = 0x95A5A6  # grey: a type this alerter does not know yet
+CLOSED_COLOUR = 0x5D6D7E  # dark grey: an episode that ended (an update, nothing to act on)
 TEST_COLOUR = 0x3498DB
 
 # Mentions from alert text (a symbol named "@everyone"...) must never ping anyone.
@@ -86,8 +88,9 @@ def parse_time(value: Any) -> datetime | None:
 
 def event_time(alert: dict[str, Any]) -> datetime | None:
     """When the alert's window closed (docs/alerts.md: `window_end_ms`, else `window_end`), or
-    when it opened if only that is known."""
-    for key in ("window_end_ms", "window_end", "window_start_ms", "window_start"):
+    when it opened if only that is known; `event_ms` for the windowless quote_arbitrage alerts
+    (the opening or the closing quote's time)."""
+    for key in ("window_end_ms", "window_end", "window_start_ms", "window_start", "event_ms"):
         when = parse_time(alert.get(key))
         if when is not None:
             return when
@@ -204,6 +207,84 @@ def _arbitrage_embed(a: dict[str, Any]) -> dict[str, Any]:
     return {"title": title, "fields": _fields(pairs), "footer": {"text": _footer(a, notes)}}
 
 
+QUOTE_STATES = ("open", "close")
+CLOSE_REASONS = {"reverted": "spread reverted", "stale": "stale quote (a side went silent)"}
+
+
+def duration_text(ms: Any) -> str:
+    """850 -> `850 ms`, 2400 -> `2.4 s`, 185000 -> `3m 05s`, 7440000 -> `2h 04m` (rounded down)."""
+    if not _is_number(ms):
+        return text(ms)
+    total = max(0, int(Decimal(str(ms).strip())))
+    if total < 1000:
+        return f"{total} ms"
+    if total < 60_000:
+        return f"{total // 1000}.{total % 1000 // 100} s"
+    s = total // 1000
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s // 60 % 60:02d}m"
+    return f"{s // 86400}d {s // 3600 % 24}h"
+
+
+def _bps(value: Any) -> str:
+    return f"{number(value)} bps"
+
+
+def _route(a: dict[str, Any], with_prices: bool) -> str:
+    buy, sell = text(a.get("buy_exchange")), text(a.get("sell_exchange"))
+    if with_prices:
+        buy += f" {number(a.get('buy_price'))}"
+        sell += f" {number(a.get('sell_price'))}"
+    return f"{text(a.get('asset'))} arbitrage: buy {buy} → sell {sell}"
+
+
+def _quote_open_embed(a: dict[str, Any]) -> dict[str, Any]:
+    size = f"{number(a.get('size'))} {text(a.get('asset'))}"
+    pairs: list[tuple[str, Any, bool]] = [
+        ("Net after fees", _bps(a.get("net_spread_bps")), True),
+        ("Profit", money(a.get("net_profit_usd")), True),
+        ("Size", size, True),
+        ("Notional", money(a.get("notional_usd")), True),
+    ]
+    notes = []
+    if a.get("buy_fee_bps") is not None and a.get("sell_fee_bps") is not None:
+        notes.append(f"fees {number(a['buy_fee_bps'])} + {number(a['sell_fee_bps'])} bps")
+    if _is_number(a.get("buy_quote_ms")) and _is_number(a.get("sell_quote_ms")):
+        apart = abs(Decimal(str(a["sell_quote_ms"])) - Decimal(str(a["buy_quote_ms"])))
+        notes.append(f"quotes {duration_text(apart)} apart")
+    if a.get("demo_mode") is True:
+        notes.append("demo mode")
+    return {"title": _route(a, with_prices=True), "fields": _fields(pairs), "footer": {"text": _footer(a, notes)},
+            "color": COLOURS["quote_arbitrage"]}
+
+
+def _quote_close_embed(a: dict[str, Any]) -> dict[str, Any]:
+    """The end of an episode. Webhooks cannot reply to the open message, so this one says it is
+    an update: `Closed:` before the open message's route, grey, how long it lasted and its peak."""
+    peak = _bps(a.get("peak_net_spread_bps"))
+    if _is_number(a.get("peak_net_profit_usd")):
+        peak += f" ({money(a['peak_net_profit_usd'])})"
+    reason = a.get("close_reason")
+    why = CLOSE_REASONS.get(reason, text(reason)) if isinstance(reason, str) else text(reason)
+    if reason == "reverted" and a.get("net_spread_bps") is not None:
+        why += f", net {_bps(a['net_spread_bps'])}"
+    pairs: list[tuple[str, Any, bool]] = [
+        ("Lasted", duration_text(a.get("duration_ms")), True),
+        ("Peak net", peak, True),
+        ("Reason", why, True),
+    ]
+    opened = parse_time(a.get("opened_ms"))
+    notes = [f"update of the {_hhmmss(opened)} UTC alert"] if opened else []
+    return {"title": f"Closed: {_route(a, with_prices=False)}", "fields": _fields(pairs),
+            "footer": {"text": _footer(a, notes)}, "color": CLOSED_COLOUR}
+
+
+def _quote_arbitrage_embed(a: dict[str, Any]) -> dict[str, Any]:
+    return _quote_close_embed(a) if a.get("episode_state") == "close" else _quote_open_embed(a)
+
+
 def _footer(a: dict[str, Any], notes: list[str] | None = None) -> str:
     # The id stays last: it is what an operator greps the logs for (and what tests read back).
     return " · ".join(["cryptomon", *(notes or []), f"alert {text(a.get('alert_id'))}"])
@@ -254,7 +335,25 @@ def missing_fields(alert: dict[str, Any]) -> list[str]:
         if _schema(alert) >= 2:
             # Schema 2 always carries both spreads: without them the net-of-fees line is a guess.
             missing += [k for k in ("spread_usd", "net_spread_usd") if not _is_number(alert.get(k))]
+    elif kind == "quote_arbitrage":
+        missing += _quote_missing(alert)
     return missing
+
+
+def _quote_missing(alert: dict[str, Any]) -> list[str]:
+    """What each state's message shows (docs/flink-jobs.md, quote_arbitrage schema 1). Without a
+    known `episode_state` it is neither an opening nor a closing, so nothing else is judged."""
+    state = alert.get("episode_state")
+    missing = [k for k in ("asset", "buy_exchange", "sell_exchange") if not _is_name(alert.get(k))]
+    if state not in QUOTE_STATES:
+        return [*missing, "episode_state"]
+    if state == "open":
+        numbers = ("buy_price", "sell_price", "net_spread_bps", "net_profit_usd", "size", "notional_usd")
+    else:
+        if alert.get("close_reason") not in CLOSE_REASONS:
+            missing.append("close_reason")
+        numbers = ("duration_ms", "peak_net_spread_bps")
+    return missing + [k for k in numbers if not _is_number(alert.get(k))]
 
 
 def _schema(alert: dict[str, Any]) -> int:
@@ -283,9 +382,11 @@ def build_embed(alert: dict[str, Any]) -> dict[str, Any]:
         embed = _anomaly_embed(alert)
     elif kind == "arbitrage":
         embed = _arbitrage_embed(alert)
+    elif kind == "quote_arbitrage":
+        embed = _quote_arbitrage_embed(alert)
     else:
         embed = _generic_embed(alert)
-    embed["color"] = COLOURS.get(kind if isinstance(kind, str) else "", UNKNOWN_COLOUR)
+    embed.setdefault("color", COLOURS.get(kind if isinstance(kind, str) else "", UNKNOWN_COLOUR))
     embed["timestamp"] = _iso(event_time(alert) or datetime.now(UTC))
     embed.setdefault("footer", {"text": _footer(alert)})
     if not embed.get("description"):
