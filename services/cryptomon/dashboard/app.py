@@ -1,5 +1,5 @@
-"""cryptomon live dashboard (Streamlit): spread matrix, best spreads, alert history, latest trades,
-and the pipeline's health from Prometheus (DASHBOARD_PROMETHEUS_URL).
+"""cryptomon live dashboard (Streamlit): quote arbitrage opportunities, spread matrix, best spreads,
+alert history, latest trades, and the pipeline's health from Prometheus (DASHBOARD_PROMETHEUS_URL).
 
 Run through `cryptomon-dashboard` (it execs Streamlit's `run` on this file, through serve.py).
 One Kafka reader thread per server process (st.cache_resource) feeds a MarketState; a fragment
@@ -54,6 +54,7 @@ from cryptomon.dashboard.state import (
     markdown_escape,
     markdown_inline_escape,
     matrix_table,
+    opportunity_table,
     policy_caption,
     price_rows,
     summary_table,
@@ -111,6 +112,18 @@ def styled_table(table: StyledTable) -> None:
               .set_table_styles([{"selector": sel, "props": nowrap} for sel in ("th", "td", "th div", "td div")])
               .hide(axis="index"))
     st.table(styler, width="content", hide_index=True)
+
+
+def opportunities_section(snap: Snapshot) -> None:
+    st.subheader("Opportunities")
+    st.caption("Executable quote arbitrage (the quote-arbitrage job): one row per episode, the open ones first "
+               "(red, newest first), then the recently closed ones (grey). Buy at the best ask, sell at the best "
+               "bid; net after both taker fees, in bps of the buy price (a closed row: its peak); size is what "
+               "both books hold at those prices.")
+    if not snap.opportunities:
+        st.caption("No opportunity yet.")
+        return
+    styled_table(opportunity_table(snap.opportunities, snap.now_ms))
 
 
 def matrix_section(snap: Snapshot) -> None:
@@ -235,6 +248,7 @@ def render(feed: KafkaFeed) -> None:
     snap = feed.state.snapshot()
     status_banner(snap)
     # Full-width sections: the tables grow with the number of exchanges.
+    opportunities_section(snap)
     matrix_section(snap)
     summary_section(snap)
     spread_chart_section(snap)

@@ -8,6 +8,12 @@ older than the staleness limit (SpreadPolicy.stale_after_ms, 60 s by default) is
 and left out. The best spread is the highest fresh price minus the lowest fresh one (best sell
 minus best buy), in USD and in bps of the buy price, as the job computes it; it is coloured
 against the alert threshold: green below half of it, amber below it, red at or above it.
+
+Opportunities: the quote arbitrage job (flink_jobs/quote_arbitrage.py) writes two messages per
+episode to the arbitrage topic, `open` and `close`, sharing `episode_id`. They may arrive in
+either order (each is keyed by its own alert_id, so they can sit in different partitions), and
+one of them may be missing (read from before the backfill, or expired): the table joins what
+it has, one row per episode.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from cryptomon.alerter.formatting import parse_time
+from cryptomon.alerter.formatting import duration_text, event_time, missing_fields
 
 USD_LIKE = ("USD", "USDT", "USDC")  # the job's default --usd-quotes
 _QUOTES = ("USDT", "USDC", "USD", "EUR", "BTC", "ETH")
@@ -32,6 +38,9 @@ DEFAULT_THRESHOLD_USD = Decimal(50)  # the job's default --spread-threshold-usd
 SPREAD_POINTS_MAX = 3600  # seconds of price history kept per exchange and asset: an hour
 CHART_WINDOW_S = 900  # the spread chart shows the last 15 minutes
 ALERTS_MAX = 500
+QUOTE_ARBITRAGE = "quote_arbitrage"
+EPISODES_MAX = 1000  # quote arbitrage episodes remembered, open or closed
+CLOSED_SHOWN = 20  # recently closed episodes listed after the open ones
 BPS = Decimal(10_000)
 BPS_STEP = Decimal("0.01")
 
@@ -252,6 +261,75 @@ def _best_of_second(asset: str, sec: int, current: Mapping[str, tuple[Decimal, i
             "spread_bps": float(bps(spread, low[0])), "buy": low[1], "sell": high[1]}
 
 
+# --- quote arbitrage episodes (pure) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Episode:
+    """One row of the opportunities table: an episode's open and close messages joined."""
+
+    episode_id: str
+    asset: str
+    buy_exchange: str
+    buy_price: str
+    sell_exchange: str
+    sell_price: str
+    net_bps: str  # at the opening while open; the episode's peak once closed
+    size: str
+    notional_usd: str
+    opened_ms: int | None
+    closed: bool
+    closed_ms: int | None
+    duration_ms: int | None
+    close_reason: str | None
+    open_seen: bool  # False: only the close was read, so the prices are those at the close
+
+
+def quote_arbitrage_problem(a: Mapping[str, Any]) -> str | None:
+    """Why a quote_arbitrage message cannot be shown, or None: the alerter's rules for its state
+    (it would not post it either), and the episode id that joins the two messages."""
+    missing = missing_fields(dict(a))
+    if not (isinstance(a.get("episode_id"), str) and a["episode_id"].strip()):
+        missing.append("episode_id")
+    return f"a quote_arbitrage alert needs {', '.join(missing)}" if missing else None
+
+
+def _ms(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def join_episode(opening: Mapping[str, Any] | None, closing: Mapping[str, Any] | None) -> Episode:
+    """The row of an episode from whichever of its messages were read (at least one). Prices,
+    size and notional are the opening's; the close supplies them only when the opening is lost."""
+    first = opening if opening is not None else closing
+    if first is None:
+        raise ValueError("an episode needs its open or its close message")
+    net = closing.get("peak_net_spread_bps") if closing is not None else first.get("net_spread_bps")
+    opened = _ms(first.get("opened_ms"))
+    if opened is None and opening is not None:
+        opened = _ms(opening.get("event_ms"))
+    closed_ms = None if closing is None else _ms(closing.get("closed_ms")) or _ms(closing.get("event_ms"))
+    return Episode(
+        episode_id=str(first["episode_id"]), asset=str(first.get("asset", "")),
+        buy_exchange=str(first.get("buy_exchange", "")), buy_price=str(first.get("buy_price", "")),
+        sell_exchange=str(first.get("sell_exchange", "")), sell_price=str(first.get("sell_price", "")),
+        net_bps=str(net), size=str(first.get("size", "")), notional_usd=str(first.get("notional_usd", "")),
+        opened_ms=opened, closed=closing is not None, closed_ms=closed_ms,
+        duration_ms=None if closing is None else _ms(closing.get("duration_ms")),
+        close_reason=None if closing is None else str(closing.get("close_reason")),
+        open_seen=opening is not None,
+    )
+
+
+def order_episodes(episodes: Iterable[Episode], closed_shown: int = CLOSED_SHOWN) -> list[Episode]:
+    """Open episodes first, newest opened first; then the `closed_shown` most recently closed.
+    Ties go to the episode id, so the table does not reshuffle between refreshes."""
+    items = list(episodes)
+    open_ = sorted((e for e in items if not e.closed), key=lambda e: (-(e.opened_ms or 0), e.episode_id))
+    closed = sorted((e for e in items if e.closed),
+                    key=lambda e: (-(e.closed_ms or e.opened_ms or 0), e.episode_id))
+    return open_ + closed[:max(0, closed_shown)]
+
+
 # --- the live state ---------------------------------------------------------------------------
 
 @dataclass
@@ -268,11 +346,13 @@ class Snapshot:
     matrix: SpreadMatrix
     spreads: list[dict[str, Any]]  # best spread per asset and second (best_spread_points)
     alerts: list[dict[str, Any]]
+    opportunities: list[Episode]  # quote arbitrage episodes, as order_episodes lists them
     policy: SpreadPolicy
     trades_seen: int
     malformed: int
     missing_topics: tuple[str, ...]
     last_data: float | None
+    now_ms: int = 0  # when it was taken: an open episode's age is measured from here
 
 
 class MarketState:
@@ -286,6 +366,8 @@ class MarketState:
         self._series: dict[tuple[str, str], dict[int, tuple[Decimal, int]]] = {}
         self._alerts: deque[dict[str, Any]] = deque(maxlen=ALERTS_MAX)
         self._alert_ids: OrderedDict[str, None] = OrderedDict()
+        # episode_id -> {"open": message, "close": message}, oldest episode first
+        self._episodes: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
         self._trades = 0
         self._malformed = 0
         self._last_data: float | None = None
@@ -361,9 +443,15 @@ class MarketState:
     def _alert(self, a: dict[str, Any]) -> None:
         alert_id = str(a.get("alert_id") or json.dumps(a, sort_keys=True, default=str))
         kind = str(a.get("alert_type") or a.get("type") or "unknown")
-        when = parse_time(a.get("window_end")) or parse_time(a.get("window_start")) or datetime.now(UTC)
+        if kind == QUOTE_ARBITRAGE:
+            problem = quote_arbitrage_problem(a)
+            if problem:
+                raise ValueError(problem)
+        when = event_time(a) or datetime.now(UTC)
         with self._lock:
             self._last_data = time.time()
+            if kind == QUOTE_ARBITRAGE:
+                self._episode(a)
             if alert_id in self._alert_ids:
                 return
             self._alert_ids[alert_id] = None
@@ -371,6 +459,12 @@ class MarketState:
                 self._alert_ids.popitem(last=False)
             self._alerts.append({"time": when, "type": kind, "subject": _subject(a), "details": _details(a),
                                  "alert_id": alert_id})
+
+    def _episode(self, a: dict[str, Any]) -> None:
+        """Under the lock. A repeated message (a replay) replaces its twin: same content."""
+        self._episodes.setdefault(str(a["episode_id"]), {})[str(a["episode_state"])] = a
+        while len(self._episodes) > EPISODES_MAX:
+            self._episodes.popitem(last=False)
 
     # --- reading -----------------------------------------------------------------------------
     def snapshot(self, now_ms: int | None = None) -> Snapshot:
@@ -384,14 +478,16 @@ class MarketState:
                 status=self.status, prices=prices,
                 matrix=build_matrix(self._venues.values(), now_ms, self.policy),
                 spreads=best_spread_points(self._series, self.policy.stale_after_ms, newest - CHART_WINDOW_S),
-                alerts=sorted(self._alerts, key=lambda r: r["time"], reverse=True), policy=self.policy,
-                trades_seen=self._trades, malformed=self._malformed, missing_topics=self.missing_topics,
-                last_data=self._last_data,
+                alerts=sorted(self._alerts, key=lambda r: r["time"], reverse=True),
+                opportunities=order_episodes(join_episode(m.get("open"), m.get("close"))
+                                             for m in self._episodes.values()),
+                policy=self.policy, trades_seen=self._trades, malformed=self._malformed,
+                missing_topics=self.missing_topics, last_data=self._last_data, now_ms=now_ms,
             )
 
 
 def _subject(a: dict[str, Any]) -> str:
-    if _kind(a) == "arbitrage":
+    if _kind(a) in ("arbitrage", QUOTE_ARBITRAGE):
         return f"{a.get('asset', '?')}: buy {a.get('buy_exchange', '?')}, sell {a.get('sell_exchange', '?')}"
     if a.get("symbol") or a.get("exchange"):
         return f"{a.get('symbol', '?')} on {a.get('exchange', '?')}"
@@ -403,6 +499,13 @@ def _kind(a: dict[str, Any]) -> Any:
 
 
 def _details(a: dict[str, Any]) -> str:
+    if _kind(a) == QUOTE_ARBITRAGE:
+        if a.get("episode_state") == "close":
+            return (f"closed ({a.get('close_reason')}) after {duration_text(a.get('duration_ms'))}, "
+                    f"peak net {_num(a.get('peak_net_spread_bps'))} bps")
+        return (f"open: buy at {_num(a.get('buy_price'))}, sell at {_num(a.get('sell_price'))}, "
+                f"net {_num(a.get('net_spread_bps'))} bps, {_num(a.get('net_profit_usd'))} USD "
+                f"on {_num(a.get('size'))} ({_num(a.get('notional_usd'))} USD)")
     if _kind(a) == "arbitrage":
         text = f"spread {_num(a.get('spread_usd'))} USD ({_num(a.get('spread_bps'))} bps)"
         if a.get("net_spread_usd") is not None:
@@ -597,6 +700,38 @@ def summary_table(matrix: SpreadMatrix) -> StyledTable:
         css = LEVEL_CSS[a.level]
         styles.append((css, "", css, css, "", ""))
     return StyledTable(SUMMARY_COLUMNS, tuple(rows), tuple(styles))
+
+
+OPPORTUNITY_COLUMNS = ("Asset", "Buy", "Sell", "Net bps", "Size", "Notional USD", "Opened (UTC)", "State")
+OPEN_CSS = LEVEL_CSS[Level.ALERT]  # as the matrix: red is at or above the alert threshold
+
+
+def _opened_text(ms: int | None) -> str:
+    return MISSING if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+
+
+def episode_state_text(e: Episode, now_ms: int) -> str:
+    """`open 2.4 s` (so far, measured at now_ms), `closed after 2.4 s (reverted)`; a close read
+    without its opening says that its prices are the closing ones."""
+    if not e.closed:
+        return "open" if e.opened_ms is None else f"open {duration_text(max(0, now_ms - e.opened_ms))}"
+    lasted = MISSING if e.duration_ms is None else duration_text(e.duration_ms)
+    text = f"closed after {lasted} ({e.close_reason})"
+    return text if e.open_seen else f"{text}; open not seen, prices at close"
+
+
+def opportunity_table(episodes: Iterable[Episode], now_ms: int) -> StyledTable:
+    """The opportunities table, one row per episode in the given order: open rows red, closed
+    ones grey; prices, sizes and bps exact without trailing zeros, a closed row's net its peak."""
+    rows, styles = [], []
+    for e in episodes:
+        net = format_decimal(e.net_bps)
+        rows.append((e.asset, f"{e.buy_exchange} {format_decimal(e.buy_price)}",
+                     f"{e.sell_exchange} {format_decimal(e.sell_price)}", f"{net} peak" if e.closed else net,
+                     format_decimal(e.size), format_decimal(e.notional_usd), _opened_text(e.opened_ms),
+                     episode_state_text(e, now_ms)))
+        styles.append(((STALE_CSS if e.closed else OPEN_CSS),) * len(OPPORTUNITY_COLUMNS))
+    return StyledTable(OPPORTUNITY_COLUMNS, tuple(rows), tuple(styles))
 
 
 def policy_caption(policy: SpreadPolicy) -> str:
