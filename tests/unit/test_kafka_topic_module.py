@@ -366,17 +366,22 @@ def render_topics(tmp_path: Path, brokers: int, extra_vars: dict | None = None) 
     return out["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
 
 
-def test_template_renders_the_three_default_topics(tmp_path):
+def test_template_renders_the_four_default_topics(tmp_path):
     topics = render_topics(tmp_path, brokers=3)
-    assert [t["name"] for t in topics] == ["trades.raw", "signals.alerts", "signals.arbitrage"]
+    assert [t["name"] for t in topics] == ["trades.raw", "quotes.raw", "signals.alerts", "signals.arbitrage"]
     trades = topics[0]
     assert trades["state"] == "present"
     assert (trades["partitions"], trades["replication_factor"]) == (6, 3)
     assert trades["configs"] == {"cleanup.policy": "delete", "retention.ms": 604800000,
                                  "compression.type": "lz4", "min.insync.replicas": "2"}
+    # Quotes are useful for seconds: one hour kept, and as few partitions as the signal topics.
+    quotes = topics[1]
+    assert (quotes["partitions"], quotes["replication_factor"]) == (3, 3)
+    assert quotes["configs"] == {"cleanup.policy": "delete", "retention.ms": 3600000,
+                                 "compression.type": "lz4", "min.insync.replicas": "2"}
     assert all(t["replication_factor"] == 3 for t in topics)
     # Everything the template produces is accepted by the module's own validation.
-    assert len(kt.normalize_topics(topics)) == 3
+    assert len(kt.normalize_topics(topics)) == 4
 
 
 def test_template_scales_replication_to_a_single_broker(tmp_path):
@@ -388,6 +393,7 @@ def test_template_scales_replication_to_a_single_broker(tmp_path):
 def test_template_names_are_overridable_and_extras_appended(tmp_path):
     topics = render_topics(tmp_path, brokers=2, extra_vars={
         "cryptomon_trades_topic": "prod.trades",
+        "cryptomon_quotes_topic": "prod.quotes",
         "cryptomon_alerts_topic": "prod.alerts",
         "cryptomon_arbitrage_topic": "prod.arbitrage",
         "kafka_admin_trades_partitions": 12,
@@ -399,16 +405,16 @@ def test_template_names_are_overridable_and_extras_appended(tmp_path):
         ],
     })
     assert [t["name"] for t in topics] == [
-        "prod.trades", "prod.alerts", "prod.arbitrage", "audit.log", "legacy.trades",
+        "prod.trades", "prod.quotes", "prod.alerts", "prod.arbitrage", "audit.log", "legacy.trades",
         "half.declared",
     ]
     assert topics[0]["partitions"] == 12
     assert topics[0]["replication_factor"] == 2
-    assert topics[3] == {"name": "audit.log", "state": "present", "partitions": 2,
+    assert topics[4] == {"name": "audit.log", "state": "present", "partitions": 2,
                          "replication_factor": 2, "configs": {"cleanup.policy": "compact"}}
-    assert topics[4] == {"name": "legacy.trades", "state": "absent"}
+    assert topics[5] == {"name": "legacy.trades", "state": "absent"}
     # A missing number stays missing, so the module names the problem.
-    assert topics[5]["partitions"] is None
+    assert topics[6]["partitions"] is None
     with pytest.raises(kt.PlanError, match="'half.declared': partitions is required"):
         kt.normalize_topics(topics)
 

@@ -20,11 +20,11 @@ REGISTRY = describe(real_only=True)
 NAMES = [e["name"] for e in REGISTRY]
 
 
-def render(tmp_path: Path, endpoints: str, exchanges: dict, producers: list[str]) -> Path:
+def render(tmp_path: Path, endpoints: str, exchanges: dict, producers: list[str], **settings: object) -> Path:
     out = tmp_path / endpoints
     out.mkdir()
     extra = {"cryptomon_services_registry": REGISTRY, "render_out": str(out), "test_endpoints": endpoints,
-             "test_exchanges": exchanges, "test_producers": producers}
+             "test_exchanges": exchanges, "test_producers": producers, **settings}
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(PLAYBOOK),
@@ -115,3 +115,21 @@ def test_registry_step_names_a_wrong_setting(tmp_path: Path, producers: list[str
     assert res.returncode != 0
     assert named in res.stdout, res.stdout[-3000:]
     assert "may list binance, coinbase" in res.stdout  # and says what is allowed
+
+
+def test_every_producer_publishes_quotes_by_default_and_the_switch_turns_them_off(tmp_path: Path) -> None:
+    on = render(tmp_path, "replay", {}, [*NAMES, "mock"])
+    for name in [*NAMES, "mock"]:
+        assert read_env_file(on / f"producer-{name}.env")["PRODUCER_QUOTES"] == "true", name
+        cfg = config_of(on, name)
+        assert cfg.quotes.enabled and cfg.quotes.topic == "quotes.raw", name  # the topic: kafka.env's default
+    off = render(tmp_path, "real", {}, ["binance"], cryptomon_services_producer_quotes=False)
+    assert read_env_file(off / "producer-binance.env")["PRODUCER_QUOTES"] == "false"
+    assert not config_of(off, "binance").quotes.enabled
+
+
+def test_an_instances_own_environment_still_wins_over_the_quotes_switch(tmp_path: Path) -> None:
+    out = render(tmp_path, "replay", {}, ["binance", "coinbase"],
+                 cryptomon_services_producer_env={"coinbase": {"PRODUCER_QUOTES": "false"}})
+    assert config_of(out, "binance").quotes.enabled
+    assert not config_of(out, "coinbase").quotes.enabled
