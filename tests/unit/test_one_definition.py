@@ -49,3 +49,22 @@ def test_default_trades_topic_name_is_written_once() -> None:
     places = [p for top in ("roles", "templates", "inventory", "playbooks") for p in (REPO / top).rglob("*")
               if p.is_file() and p.suffix in {".yml", ".yaml", ".j2"} and "trades.raw" in p.read_text()]
     assert [str(p.relative_to(REPO)) for p in places] == ["roles/cryptomon/defaults/main.yml"]
+
+
+def test_renamed_quotes_topic_reaches_producers_quote_job_topic_list_and_acls(tmp_path: Path) -> None:
+    out = render(tmp_path, cryptomon_quotes_topic="desk7.quotes")
+    assert env_file(out / "kafka.env")["KAFKA_QUOTES_TOPIC"] == "desk7.quotes"  # the producers read it there
+    assert env_file(out / "quote_arbitrage.env")["KAFKA_QUOTES_TOPIC"] == "desk7.quotes"
+    kafka = json.loads((out / "kafka.json").read_text())
+    assert "desk7.quotes" in [t["name"] for t in kafka["topics"]]
+    grants = {(a["principal"], op) for a in kafka["acls"] if a["resource_name"] == "desk7.quotes"
+              for op in a["operations"]}
+    assert grants == {("producer", "write"), ("producer", "describe"), ("flink", "read"), ("flink", "describe")}
+    everything = "".join(p.read_text() for p in out.iterdir())
+    assert "quotes.raw" not in everything
+
+
+def test_default_quotes_topic_name_is_written_once() -> None:
+    places = [p for top in ("roles", "templates", "inventory", "playbooks") for p in (REPO / top).rglob("*")
+              if p.is_file() and p.suffix in {".yml", ".yaml", ".j2"} and "quotes.raw" in p.read_text()]
+    assert [str(p.relative_to(REPO)) for p in places] == ["roles/cryptomon/defaults/main.yml"]
