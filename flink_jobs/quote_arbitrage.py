@@ -36,14 +36,24 @@ prices, unparseable numbers, and a quote older than the one held for its market 
 sequence, or earlier exchange_ts, or earlier received_ts; a held quote that is stale no longer
 blocks, so a venue that renumbers after a restart is taken back within max age) are dropped and
 counted (Flink metrics `quotesCrossed`, `quotesBadSize`, `quotesMalformed`, `quotesOutOfOrder`
-of the operator), with one log line per kind and minute. A dropped quote leaves the market's
-previous quote in place until it turns stale.
+of the operator; of the quotes that the coalescing below lets through), with one log line per
+kind and minute. A dropped quote leaves the market's previous quote in place until it turns
+stale.
 
-Flink: Kafka JSON source (Flink SQL, parsed in Java) → keyed by asset → one PyFlink
-KeyedProcessFunction (this file's `AssetBook`) → Flink SQL Kafka sink (JSON, key = alert_id),
-all in one job. Python runs in `thread` mode (embedded in the TaskManager's JVM, no Beam
-bundles: a quote is handled when it arrives); see the choice and the numbers in the report of
-benchmarks/flink_quote_arbitrage.py.
+Coalescing (`--coalesce-ms`, default 20): before any Python, Flink SQL keeps per market
+(exchange, symbol) only the newest quote of each processing-time window of that many ms
+(newest in the venue's order: exchange_ts, then sequence, then received_ts, then arrival), so
+the Python function sees at most markets x 1000 / coalesce-ms quotes per second, whatever the
+input rate. A quote waits at most one window; a kept quote is never older than the one kept
+before it for the same market (it would be dropped as out of order). The quotes a window
+replaces are never looked at: a bad one among them is in no drop counter, only in
+`quotesCoalesced`. 0 = every quote goes to Python.
+
+Flink: Kafka JSON source (Flink SQL, parsed in Java) → coalescing window (SQL) → keyed by
+asset (in Java, no Python key selector) → one PyFlink KeyedProcessFunction (this file's
+`AssetBook`) → Flink SQL Kafka sink (JSON, key = alert_id), all in one job. Python runs in
+`thread` mode (embedded in the TaskManager's JVM, no Beam bundles: a quote is handled when it
+arrives); see the choice and the numbers in docs/benchmarks.md.
 
 Submit with the shared modules (they must also be on the TaskManagers: -pyfs ships them):
 
@@ -153,6 +163,10 @@ class Quote:
 # Why a quote is dropped (the metric names of the operator).
 CROSSED, BAD_SIZE, MALFORMED, OUT_OF_ORDER = "quotesCrossed", "quotesBadSize", "quotesMalformed", "quotesOutOfOrder"
 DROP_REASONS = (CROSSED, BAD_SIZE, MALFORMED, OUT_OF_ORDER)
+# Replaced by a newer quote of their market in the coalescing stage, never looked at (so a bad
+# one among them is in none of the drop counters).
+COALESCED = "quotesCoalesced"
+COUNTER_FLUSH_MS = 100
 
 
 def parse_quote(exchange: str | None, symbol: str | None, bid: str | None, bid_size: str | None,
@@ -546,6 +560,9 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> arg
     p.opt("--exchanges", f"{PREFIX}_EXCHANGES", "",
           "compare only these exchanges, 'binance,kraken,okx' (empty: every exchange in the topic)")
     p.opt("--usd-quotes", f"{PREFIX}_USD_QUOTES", "USD,USDT,USDC", "quote currencies counted as US dollars at par")
+    p.opt("--coalesce-ms", f"{PREFIX}_COALESCE_MS", DEFAULT_COALESCE_MS,
+          "per market, only the newest quote of each window of this many ms (processing time) reaches "
+          f"the Python function; 0 = every quote (max {MAX_COALESCE_MS})", type=int)
     p.opt("--python-execution-mode", f"{PREFIX}_PYTHON_EXECUTION_MODE", "thread",
           "PyFlink execution mode of the process function: thread (embedded, per-record) or process "
           "(Beam worker, bundled)", choices=EXECUTION_MODES)
@@ -560,6 +577,9 @@ def _validate(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     for name in ("checkpoint_interval_ms", "parallelism"):
         if int(getattr(args, name)) < 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must not be negative")
+    if not 0 <= int(args.coalesce_ms) <= MAX_COALESCE_MS:
+        raise ConfigError(f"--coalesce-ms: {args.coalesce_ms} must be in 0..{MAX_COALESCE_MS} ms "
+                          f"(0 = no coalescing)")
     if int(args.checkpoint_interval_ms) < 100:
         raise ConfigError("--checkpoint-interval-ms: checkpointing is required (>= 100)")
     args.kafka = kafka_settings_with_input(args, env, "quotes_topic", INPUT_VAR, OUTPUT_VAR)
@@ -576,6 +596,10 @@ def _validate(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     args.default_taker_fee_bps = parse_fee_bps(args.default_taker_fee_bps, "--default-taker-fee-bps")
     args.max_quote_age_ms = max_age_value(args.max_quote_age_ms, "--max-quote-age-ms")
     args.max_quote_ages_ms = parse_max_ages(args.max_quote_ages_ms)
+    shortest = min([args.max_quote_age_ms, *args.max_quote_ages_ms.values()])
+    if int(args.coalesce_ms) >= shortest:
+        raise ConfigError(f"--coalesce-ms: {args.coalesce_ms} ms is not below the shortest max quote age "
+                          f"({shortest} ms): quotes would wait in the window until they are stale")
     names = [exchange_name(e, "--exchanges") for e in str(args.exchanges).split(",") if e.strip()]
     if str(args.exchanges).strip() and len(set(names)) < 2:
         raise ConfigError(f"--exchanges: {args.exchanges!r} names fewer than two exchanges (empty = every exchange)")
@@ -600,20 +624,61 @@ def rules_from_args(args: argparse.Namespace) -> Rules:
 
 # --- Flink ------------------------------------------------------------------------------------
 
-# The source row as the process function reads it (by position, for speed): the asset (the
-# key), then parse_quote's arguments in its order.
-SOURCE_COLUMNS = ("asset", "exchange", "symbol", "bid", "bid_size", "ask", "ask_size", "received_ts",
-                  "exchange_ts", "sequence")
+# --- coalescing (Flink SQL, before any Python) --------------------------------------------------
+#
+# Every quote crosses into Python at most once, and most never do: per market (exchange,
+# symbol) the SQL stage keeps, in processing-time tumbling windows of --coalesce-ms, only the
+# newest quote, and hands the process function one string per market and window:
+#
+#   count | k_exchange_ts | k_sequence | k_received_ts | k_offset | asset | exchange | symbol |
+#   bid | bid_size | ask | ask_size | received_ts | exchange_ts | sequence
+#
+# `count` is how many quotes of the market arrived in the window (the others were replaced
+# without being looked at); the four k_ fields are the order key, zero-padded to 19 digits so
+# that the string maximum (MAX, a plain aggregate on one column, so a null in one field cannot
+# mix two quotes as LAST_VALUE per column would) is the quote newest in the venue's order:
+# exchange_ts, then sequence, then received_ts, then the Kafka offset (arrival order within the
+# market's partition), a missing or negative value counting as 0. The rest is parse_quote's
+# arguments in its order, '' for a missing value. A '|' inside a field (no valid quote has one)
+# changes the number of fields, and the quote is dropped as malformed.
+
+PAYLOAD_SEP = "|"
+ORDER_KEY_COLUMNS = ("exchange_ts", "sequence", "received_ts", "offset")
+QUOTE_COLUMNS = ("exchange", "symbol", "bid", "bid_size", "ask", "ask_size", "received_ts", "exchange_ts",
+                 "sequence")  # parse_quote's parameters, in its order
+PAYLOAD_FIELDS = 1 + len(ORDER_KEY_COLUMNS) + 1 + len(QUOTE_COLUMNS)
+ORDER_KEY_DIGITS = 19  # a positive BIGINT has at most 19 digits
+DEFAULT_COALESCE_MS = 20
+MAX_COALESCE_MS = 500
+_INT_COLUMNS = {"received_ts", "exchange_ts", "sequence"}
 
 
-def source_statements(args: argparse.Namespace) -> tuple[str, str]:
-    """The quotes table, and the query that trims, filters to USD-like markets and adds the asset.
+def _optional_int(text: str) -> int | None:
+    return int(text) if text else None
 
-    Everything stays a string here: the process function parses the numbers exactly and counts
-    what it drops (a SQL filter would drop bad quotes without a trace).
-    """
+
+def parse_payload(payload: str) -> tuple[int, str, Quote | str]:
+    """(quotes of the market in the window, asset, the Quote or the reason it is dropped) of one
+    row of the coalescing stage (see the layout above)."""
+    parts = payload.split(PAYLOAD_SEP)
+    count = int(parts[0])  # written by SQL: always a number
+    if len(parts) != PAYLOAD_FIELDS:
+        return count, "", MALFORMED
+    try:
+        received_ts, exchange_ts, sequence = (_optional_int(parts[12]), _optional_int(parts[13]),
+                                              _optional_int(parts[14]))
+    except ValueError:
+        return count, parts[5], MALFORMED
+    return count, parts[5], parse_quote(parts[6], parts[7], parts[8], parts[9], parts[10], parts[11],
+                                        received_ts, exchange_ts, sequence)
+
+
+def source_ddl(args: argparse.Namespace) -> str:
+    """The quotes topic as a table of strings, with the Kafka offset and a processing-time
+    attribute. Everything stays a string here: the process function parses the numbers exactly
+    and counts what it drops (a SQL filter would drop bad quotes without a trace)."""
     options = json_source_options(args, args.kafka, args.quotes_topic)
-    ddl = f"""
+    return f"""
 CREATE TABLE quotes (
   `exchange` STRING,
   `symbol` STRING,
@@ -623,20 +688,72 @@ CREATE TABLE quotes (
   `ask_size` STRING,
   `exchange_ts` BIGINT,
   `received_ts` BIGINT,
-  `sequence` BIGINT
+  `sequence` BIGINT,
+  `offset` BIGINT METADATA VIRTUAL,
+  `proc_time` AS PROCTIME()
 ) {with_options(options)}"""
+
+
+def _order_key_sql(column: str) -> str:
+    value = f"`{column}`"
+    return (f"LPAD(CAST(CASE WHEN {value} > 0 THEN {value} ELSE 0 END AS STRING), {ORDER_KEY_DIGITS}, '0')")
+
+
+def _field_sql(column: str, exprs: Mapping[str, str]) -> str:
+    """A payload field: never NULL (CONCAT of a NULL is NULL), '' for a missing value."""
+    expr = exprs.get(column, f"`{column}`")
+    if column in _INT_COLUMNS:
+        expr = f"CAST({expr} AS STRING)"
+    return f"COALESCE({expr}, '')"
+
+
+def usd_quotes_view(args: argparse.Namespace) -> str:
+    """USD-like markets only (and only --exchanges), names trimmed, each quote packed into the
+    payload string without its count: `order key | asset | parse_quote's arguments`."""
+    exprs = {"asset": "UPPER(SPLIT_INDEX(TRIM(`symbol`), '-', 0))", "exchange": "LOWER(TRIM(`exchange`))",
+             "symbol": "UPPER(TRIM(`symbol`))"}
+    fields = [_order_key_sql(c) for c in ORDER_KEY_COLUMNS]
+    fields += [_field_sql(c, exprs) for c in ("asset", *QUOTE_COLUMNS)]
+    sep = f", {sql_str(PAYLOAD_SEP)},\n    "
     usd = ", ".join(sql_str(q) for q in args.usd_quotes)
     only = (f" AND LOWER(TRIM(`exchange`)) IN ({', '.join(sql_str(e) for e in args.exchanges)})"
             if args.exchanges else "")
-    exprs = {"asset": "UPPER(SPLIT_INDEX(TRIM(`symbol`), '-', 0))", "exchange": "LOWER(TRIM(`exchange`))",
-             "symbol": "UPPER(TRIM(`symbol`))"}
-    select = ",\n  ".join(f"{exprs.get(c, f'`{c}`')} AS `{c}`" for c in SOURCE_COLUMNS)
-    query = f"""
-SELECT {select}
+    return f"""
+CREATE TEMPORARY VIEW usd_quotes AS
+SELECT
+  {exprs['asset']} AS `asset`,
+  {exprs['exchange']} AS `exchange`,
+  {exprs['symbol']} AS `symbol`,
+  CONCAT(
+    {sep.join(fields)}) AS `packed`,
+  `proc_time`
 FROM quotes
 WHERE `exchange` IS NOT NULL AND `symbol` IS NOT NULL
   AND UPPER(SPLIT_INDEX(TRIM(`symbol`), '-', 1)) IN ({usd}){only}"""
-    return ddl, query
+
+
+def coalesce_query(coalesce_ms: int) -> str:
+    """(asset, payload) rows for the process function: per market and window of `coalesce_ms`
+    (processing time) the newest quote and the count; 0 = every quote, count 1."""
+    if coalesce_ms == 0:
+        return f"SELECT `asset`, CONCAT('1', {sql_str(PAYLOAD_SEP)}, `packed`) AS `payload` FROM usd_quotes"
+    return f"""
+SELECT `asset`, CONCAT(CAST(COUNT(*) AS STRING), {sql_str(PAYLOAD_SEP)}, MAX(`packed`)) AS `payload`
+FROM TABLE(TUMBLE(TABLE usd_quotes, DESCRIPTOR(`proc_time`), {sql_interval_ms(coalesce_ms)}))
+GROUP BY `window_start`, `window_end`, `asset`, `exchange`, `symbol`"""
+
+
+def sql_interval_ms(ms: int) -> str:
+    """INTERVAL '0.020' SECOND: a window of ms milliseconds (below 1 s: two digits suffice)."""
+    if not 0 < ms < 1000:
+        raise ValueError(f"{ms} ms: only windows of 1..999 ms")
+    return f"INTERVAL '{ms / 1000:.3f}' SECOND"
+
+
+def source_statements(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The quotes table, the view of packed USD-like quotes, and the query the process function
+    reads (coalesced unless --coalesce-ms is 0)."""
+    return source_ddl(args), usd_quotes_view(args), coalesce_query(int(args.coalesce_ms))
 
 
 def sink_columns() -> str:
@@ -664,8 +781,12 @@ def make_process_function(rules: Rules):
             self.timer_state = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
             self.books: dict[str, AssetBook] = {}
             group = runtime_context.get_metrics_group()
-            self.counters = {reason: group.counter(reason) for reason in DROP_REASONS}
+            self.counters = {reason: group.counter(reason) for reason in (*DROP_REASONS, COALESCED)}
             self.logged: dict[str, float] = {}
+            # Quotes replaced in the coalescing stage: added up here and handed to the Flink
+            # counter at most every COUNTER_FLUSH_MS (each inc() is a call into the JVM).
+            self.coalesced = 0
+            self.coalesced_flushed_ms = 0
 
         def _book(self, asset: str) -> AssetBook:
             book = self.books.get(asset)
@@ -681,18 +802,23 @@ def make_process_function(rules: Rules):
                 self.logged[reason] = now
                 log.warning("quote dropped (%s; further ones this minute only counted): %s", reason, row)
 
-        def process_element(self, row, ctx):
-            quote = parse_quote(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9])
-            if isinstance(quote, str):
-                self._dropped(quote, row)
-                return
+        def process_element(self, payload, ctx):
+            count, asset, quote = parse_payload(payload)
             # Flink's processing time is this host's wall clock: reading it here saves a call
             # into the JVM per quote.
             now = int(time.time() * 1000)
-            book = self._book(row[0])
+            if count > 1:
+                self.coalesced += count - 1
+            if self.coalesced and now - self.coalesced_flushed_ms >= COUNTER_FLUSH_MS:
+                self.counters[COALESCED].inc(self.coalesced)
+                self.coalesced, self.coalesced_flushed_ms = 0, now
+            if isinstance(quote, str):
+                self._dropped(quote, payload)
+                return
+            book = self._book(asset)
             result = book.on_quote(quote, now)
             if isinstance(result, str):
-                self._dropped(result, row)
+                self._dropped(result, payload)
                 return
             yield from self._emit(book, result, ctx, now, result.episodes_changed)
 
@@ -729,6 +855,8 @@ def alert_type_info():
 
 def run(args: argparse.Namespace) -> None:
     from pyflink.common.typeinfo import Types
+    from pyflink.datastream import KeyedStream
+    from pyflink.java_gateway import get_gateway
 
     env, t_env = create_stream_envs(args, PIPELINE_NAME)
     conf = t_env.get_config()
@@ -736,11 +864,17 @@ def run(args: argparse.Namespace) -> None:
     if args.python_execution_mode == "process" and not conf.get("python.fn-execution.bundle.time", ""):
         # A Beam bundle is handed back after 1 s by default: an alert would wait for it.
         conf.set("python.fn-execution.bundle.time", "10")
-    ddl, query = source_statements(args)
+    ddl, view, query = source_statements(args)
     t_env.execute_sql(ddl)
-    quotes = t_env.to_data_stream(t_env.sql_query(query))
-    alerts = (quotes.key_by(lambda row: row[0], key_type=Types.STRING())
-              .process(make_process_function(rules_from_args(args)), output_type=alert_type_info())
+    t_env.execute_sql(view)
+    # Rows (asset, payload) keyed by their first field in Java, as DataStream.key_by does after
+    # its Python key selector: that selector would be a Python operator of its own, every
+    # record crossing into Python twice.
+    rows = t_env.to_data_stream(t_env.sql_query(query))
+    keyed = KeyedStream(rows._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                                                  Types.ROW([Types.STRING()]).get_java_type_info()),
+                        Types.STRING(), rows)
+    alerts = (keyed.process(make_process_function(rules_from_args(args)), output_type=alert_type_info())
               .name("quote-arbitrage").uid("quote-arbitrage-episodes"))
     t_env.create_temporary_view("quote_arbitrage_alerts", t_env.from_data_stream(alerts))
     t_env.execute_sql(sink_ddl("arbitrage_alerts", sink_columns(), args.kafka.arbitrage_topic, args, args.kafka))

@@ -321,6 +321,8 @@ def test_defaults_and_environment() -> None:
     assert a.quotes_topic == "q.x" and a.kafka.arbitrage_topic == "signals.arbitrage"
     assert a.group_id == "cryptomon-flink-quote-arbitrage"
     assert a.python_execution_mode == "thread"
+    assert a.coalesce_ms == qa.DEFAULT_COALESCE_MS == 20
+    assert args(env={"QUOTE_ARBITRAGE_COALESCE_MS": "0"}).coalesce_ms == 0
 
 
 def test_demo_mode_lowers_the_thresholds() -> None:
@@ -342,6 +344,10 @@ def test_demo_mode_lowers_the_thresholds() -> None:
     (["--usd-quotes", "US D"], "--usd-quotes"),
     (["--checkpoint-interval-ms", "50"], "checkpointing is required"),
     (["--bootstrap-servers", "nohost"], "is not host:port"),
+    (["--coalesce-ms", "501"], "--coalesce-ms: 501 must be in 0..500 ms"),
+    (["--coalesce-ms", "-1"], "--coalesce-ms: -1 must be in 0..500"),
+    (["--coalesce-ms", "100", "--max-quote-ages-ms", "kraken=100"],
+     "--coalesce-ms: 100 ms is not below the shortest max quote age (100 ms)"),
 ])
 def test_bad_settings_name_the_problem(argv: list[str], message: str) -> None:
     with pytest.raises(kafka_settings.ConfigError, match=None) as err:
@@ -363,14 +369,127 @@ def test_fee_table_is_the_vwap_jobs_table() -> None:
 
 def test_source_sql_reads_strings_and_filters_usd_like_markets() -> None:
     a = args("--exchanges", "binance,coinbase", "--quotes-topic", "quotes.x", "--startup-mode", "earliest-offset")
-    ddl, query = qa.source_statements(a)
+    ddl, view, _ = qa.source_statements(a)
     assert "CREATE TABLE quotes" in ddl and "'topic' = 'quotes.x'" in ddl
     assert "'scan.startup.mode' = 'earliest-offset'" in ddl and "'json.ignore-parse-errors' = 'true'" in ddl
     assert "`bid` STRING" in ddl and "DECIMAL" not in ddl
-    assert "IN ('USD', 'USDT', 'USDC')" in query and "IN ('binance', 'coinbase')" in query
-    assert tuple(re.findall(r" AS `(\w+)`", query)) == qa.SOURCE_COLUMNS
-    # The process function hands the row after the key to parse_quote by position.
-    assert qa.SOURCE_COLUMNS[1:] == tuple(inspect.signature(qa.parse_quote).parameters)
+    assert "`offset` BIGINT METADATA VIRTUAL" in ddl and "`proc_time` AS PROCTIME()" in ddl
+    assert "CREATE TEMPORARY VIEW usd_quotes" in view
+    assert "IN ('USD', 'USDT', 'USDC')" in view and "IN ('binance', 'coinbase')" in view
+    assert "IN ('binance'" not in qa.source_statements(args())[1]
+
+
+def packed_columns(view: str) -> list[str]:
+    """The columns of the payload CONCAT, in order (the expression of asset/exchange/symbol
+    names the raw column it is made from)."""
+    concat = view[view.index("CONCAT("):view.index(") AS `packed`")]
+    names = []
+    for field in concat.split("'|'"):
+        cols = re.findall(r"`(\w+)`", field)
+        assert cols, field
+        names.append("asset" if "SPLIT_INDEX" in field else cols[0])
+    return names
+
+
+def test_payload_fields_are_the_order_key_the_asset_and_parse_quotes_arguments() -> None:
+    view = qa.usd_quotes_view(args())
+    assert packed_columns(view) == [*qa.ORDER_KEY_COLUMNS, "asset", *qa.QUOTE_COLUMNS]
+    assert qa.QUOTE_COLUMNS == tuple(inspect.signature(qa.parse_quote).parameters)
+    assert qa.PAYLOAD_FIELDS == 1 + len(packed_columns(view))
+    # CONCAT is NULL as soon as one argument is: every field has a fallback.
+    fields = view[view.index("CONCAT("):view.index(") AS `packed`")].split("'|'")
+    assert all("COALESCE(" in f for f in fields[len(qa.ORDER_KEY_COLUMNS):])
+    assert all("ELSE 0 END AS STRING), 19, '0')" in f for f in fields[:len(qa.ORDER_KEY_COLUMNS)])
+
+
+def test_coalescing_query_keeps_the_newest_quote_per_market_and_window() -> None:
+    query = qa.coalesce_query(20)
+    assert "TUMBLE(TABLE usd_quotes, DESCRIPTOR(`proc_time`), INTERVAL '0.020' SECOND)" in query
+    assert "GROUP BY `window_start`, `window_end`, `asset`, `exchange`, `symbol`" in query
+    assert "CAST(COUNT(*) AS STRING), '|', MAX(`packed`)" in query
+    assert query.strip().startswith("SELECT `asset`, CONCAT(")
+    assert qa.source_statements(args("--coalesce-ms", "5"))[2] == qa.coalesce_query(5)
+
+
+def test_without_coalescing_every_quote_goes_through_with_count_1() -> None:
+    query = qa.coalesce_query(0)
+    assert "TUMBLE" not in query and "GROUP BY" not in query
+    assert query == "SELECT `asset`, CONCAT('1', '|', `packed`) AS `payload` FROM usd_quotes"
+
+
+@pytest.mark.parametrize(("ms", "literal"), [(1, "INTERVAL '0.001' SECOND"), (20, "INTERVAL '0.020' SECOND"),
+                                             (500, "INTERVAL '0.500' SECOND")])
+def test_sql_interval_ms(ms: int, literal: str) -> None:
+    assert qa.sql_interval_ms(ms) == literal
+
+
+@pytest.mark.parametrize("ms", [0, 1000, -5])
+def test_sql_interval_ms_refuses_what_it_cannot_write(ms: int) -> None:
+    with pytest.raises(ValueError, match="1..999 ms"):
+        qa.sql_interval_ms(ms)
+
+
+# The SQL stage, in Python: what usd_quotes packs (LPAD to 19 digits of max(value, 0); '' for a
+# missing value) and what the window aggregate makes of a market's quotes (count | MAX).
+def sql_packed(bid: str | None = "99", ask: str | None = "100", *, exchange: str = "a", symbol: str = "BTC-USDT",
+               received_ts: int | None = T, exchange_ts: int | None = None, sequence: int | None = None,
+               offset: int = 0, bid_size: str | None = "1", ask_size: str | None = "1") -> str:
+    key = [str(max(v or 0, 0)).rjust(19, "0") for v in (exchange_ts, sequence, received_ts, offset)]
+    values = [symbol.split("-")[0], exchange, symbol, bid, bid_size, ask, ask_size, received_ts, exchange_ts,
+              sequence]
+    return "|".join(key + ["" if v is None else str(v) for v in values])
+
+
+def sql_window(*packed: str) -> str:
+    return f"{len(packed)}|{max(packed)}"
+
+
+def test_parse_payload_gives_the_count_the_asset_and_the_quote() -> None:
+    count, asset, q = qa.parse_payload(sql_window(sql_packed("99.5", "100.25", exchange_ts=T - 3, sequence=7)))
+    assert (count, asset) == (1, "BTC")
+    assert (q.exchange, q.symbol, q.bid, q.ask, q.received_ts, q.exchange_ts, q.sequence) == \
+        ("a", "BTC-USDT", Decimal("99.5"), Decimal("100.25"), T, T - 3, 7)
+    assert qa.parse_payload(sql_window(sql_packed()))[2].exchange_ts is None
+
+
+@pytest.mark.parametrize(("packed", "reason"), [
+    (sql_packed("100", "99"), qa.CROSSED),
+    (sql_packed(bid_size="0"), qa.BAD_SIZE),
+    (sql_packed(bid=None), qa.MALFORMED),
+    (sql_packed(received_ts=None), qa.MALFORMED),
+    (sql_packed("9|9", "100"), qa.MALFORMED),            # a '|' in a field: the fields do not line up
+    (sql_packed(exchange="bin|ance"), qa.MALFORMED),
+])
+def test_parse_payload_drops_what_parse_quote_drops(packed: str, reason: str) -> None:
+    assert qa.parse_payload(sql_window(packed, packed))[0::2] == (2, reason)
+
+
+@pytest.mark.parametrize(("quotes", "newest"), [
+    # (kwargs of sql_packed in arrival order, index of the quote the window keeps)
+    ([{"sequence": 100, "offset": 1, "bid": "1"}, {"sequence": 99, "offset": 2, "bid": "2"}], 0),
+    ([{"exchange_ts": T, "sequence": 5, "offset": 1}, {"exchange_ts": T - 1, "sequence": 9, "offset": 2}], 0),
+    ([{"received_ts": T + 1, "offset": 1}, {"received_ts": T, "offset": 2}], 0),
+    ([{"sequence": 9, "offset": 1}, {"sequence": 10, "offset": 2}], 1),
+    ([{"sequence": 99_999_999_999, "offset": 1}, {"sequence": 100_000_000_000, "offset": 2}], 1),  # not as text
+    ([{"offset": 1, "bid": "2"}, {"offset": 2, "bid": "1"}], 1),  # all else equal: the later arrival
+    ([{"offset": 9, "bid": "1"}, {"offset": 10, "bid": "2"}], 1),
+])
+def test_the_window_keeps_the_quote_is_older_ranks_newest(quotes: list[dict], newest: int) -> None:
+    packed = [sql_packed(**q) for q in quotes]
+    _, _, kept = qa.parse_payload(sql_window(*packed))
+    parsed = [qa.parse_payload(sql_window(p))[2] for p in packed]
+    assert kept.raw == parsed[newest].raw and kept.sequence == parsed[newest].sequence
+    # ... and the job's own order agrees: no other quote of the window is newer.
+    assert not any(qa.is_older(kept, other) for other in parsed)
+
+
+def test_coalesced_quotes_are_never_older_than_the_last_window_s() -> None:
+    """A late quote in the next window is still dropped by the book (and counted)."""
+    b = book()
+    _, _, first = qa.parse_payload(sql_window(sql_packed("99", "100", sequence=10)))
+    _, _, late = qa.parse_payload(sql_window(sql_packed("150", "151", sequence=9)))
+    assert not isinstance(b.on_quote(first, T), str)
+    assert b.on_quote(late, T) == qa.OUT_OF_ORDER
 
 
 def test_sink_columns_follow_the_alert_fields() -> None:
