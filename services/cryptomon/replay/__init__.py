@@ -12,6 +12,15 @@ of the last price, new sizes, a new update id at every trade) until a script or 
 until released, so two servers can be made to disagree, e.g. one venue's ask below another's
 bid. `{"do":"quote","symbol":…,"silent":true}` stops a market's quotes (a venue gone quiet).
 The book is computed only when a client reads it: trade-only runs pay nothing for it.
+
+Venues agree on a price the way real ones do: every market of an asset starts at the same
+price and its walk is pulled back towards it (1/REVERSION_TRADES of the distance per trade), so
+two venues' walks stay within a few basis points of each other (about 13 bps apart, one standard
+deviation) instead of drifting apart without bound. Scripted opportunities (`Opportunity`,
+`cryptomon-replay --opportunity-every`): for `for_s` seconds of every `every_s`, this venue's
+books sit `bps` below its walk, so buying here at the ask and selling on another venue at its bid
+clears both taker fees: what the quote arbitrage job is meant to find, now and then, in a
+sandbox. Each venue takes its own phase (`offset_s`), so the venues never dip together.
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ from .ws import OP_CLOSE, OP_PING, OP_TEXT, ConnectionClosed, WSConnection, WSSe
 log = logging.getLogger("cryptomon.replay")
 
 _START = {"BTC": 6_000_000, "ETH": 300_000, "BNB": 60_000, "SOL": 15_000}  # cents
+# A walk moves back 1/REVERSION_TRADES of its distance from the start price per trade: its steps
+# (up to 0.5 bps) then keep it within about 9 bps of the start (one standard deviation), the
+# same for every venue of the asset, so venues disagree by about 13 bps, not without bound.
+REVERSION_TRADES = 2000
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")  # what set_quote takes: a JSON number's text
 
 
@@ -57,6 +70,27 @@ class ReplayQuote:
     ask_size: str
     update_id: int   # rises with every change of the book
     ts_ms: int       # when the book last changed
+
+
+@dataclass(slots=True, frozen=True)
+class Opportunity:
+    """For `for_s` seconds of every `every_s` (wall clock, so venues in separate processes keep
+    their phases apart), from `offset_s` on, this venue's books sit `bps` below its price walk."""
+
+    every_s: float
+    for_s: float
+    bps: int
+    offset_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.for_s < self.every_s:
+            raise ValueError(f"an opportunity lasts {self.for_s} s of every {self.every_s} s: "
+                             "it must last more than 0 s and less than its period")
+        if not 0 < self.bps < 5000:
+            raise ValueError(f"an opportunity of {self.bps} bps: must be 1..4999 bps")
+
+    def active(self, now_s: float) -> bool:
+        return (now_s - self.offset_s) % self.every_s < self.for_s
 
 
 @dataclass(slots=True)
@@ -83,6 +117,7 @@ class Market:
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(symbol.encode()))
         base = symbol.replace("/", "-").split("-")[0] if ("-" in symbol or "/" in symbol) else symbol[:3]
         self.price = _START.get(base, 10_000)
+        self.anchor = self.price  # where every venue's walk of this asset starts, and is pulled back to
         self.next_id = 1_000_000 + self.rng.randint(0, 1000)
         self.sequence = 50_000_000 + self.rng.randint(0, 1000)
         self.tape: list[ReplayTrade] = []
@@ -96,6 +131,7 @@ class Market:
         self.update_base = 10_000_000 + self.qrng.randint(0, 1000)
         self.pinned: ReplayQuote | None = None   # set by set_quote: not moved by trades
         self.quote_silent = False                # no quotes for this market (a venue gone quiet)
+        self.shift_bps = 0                       # the book sits this far below the walk (an opportunity)
         self._quote: ReplayQuote | None = None
 
     @property
@@ -104,7 +140,8 @@ class Market:
 
     def make(self) -> ReplayTrade:
         step = max(1, self.price // 20_000)
-        self.price = max(step, self.price + self.rng.randint(-step, step))
+        pull = int((self.anchor - self.price) / REVERSION_TRADES)  # towards zero: symmetric either side
+        self.price = max(step, self.price + self.rng.randint(-step, step) + pull)
         trade = ReplayTrade(self.next_id, self.sequence, self.price, self.rng.randint(1, 50_000_000),
                             self.rng.random() < 0.5, time.time_ns() // 1_000_000)
         self.next_id += 1
@@ -125,12 +162,20 @@ class Market:
             return self.pinned
         update_id = self.update_base + self.book_version
         if self._quote is None or self._quote.update_id != update_id:
-            half = max(1, self.price // 40_000)  # about a quarter of a basis point
-            self._quote = ReplayQuote(cents_text(max(1, self.price - half), 2),
+            mid = self.price * (10_000 - self.shift_bps) // 10_000
+            half = max(1, mid // 40_000)  # about a quarter of a basis point
+            self._quote = ReplayQuote(cents_text(max(1, mid - half), 2),
                                       units_text(self.qrng.randint(1, 500_000_000)),
-                                      cents_text(self.price + half, 2), units_text(self.qrng.randint(1, 500_000_000)),
+                                      cents_text(mid + half, 2), units_text(self.qrng.randint(1, 500_000_000)),
                                       update_id, self.book_changed_ms)
         return self._quote
+
+    def set_shift(self, bps: int) -> None:
+        """Move the book (not the trades) `bps` below the walk; 0 puts it back. A new book state."""
+        if bps != self.shift_bps:
+            self.shift_bps = bps
+            self.book_version += 1
+            self.book_changed_ms = time.time_ns() // 1_000_000
 
     def set_quote(self, bid: str, ask: str, bid_size: str, ask_size: str) -> ReplayQuote:
         self.book_version += 1
@@ -182,8 +227,10 @@ class ReplayServer:
 
     def __init__(self, symbols: list[str] | None = None, host: str = "127.0.0.1", port: int = 0,
                  rate: float = 0.0, seed: int = 7, replay_on_subscribe: int = 0, keep: int = 50_000,
-                 max_connects: tuple[int, float] | None | bool = True, listing: Any = None) -> None:
+                 max_connects: tuple[int, float] | None | bool = True, listing: Any = None,
+                 opportunity: Opportunity | None = None) -> None:
         self.seed = seed
+        self.opportunity = opportunity  # scripted books below the walk, now and then (None: never)
         self.rate = rate  # trades per second per market; 0 = only publish() makes trades
         self.replay_on_subscribe = replay_on_subscribe  # resend this many past trades per new subscription
         self.keep = keep  # trades kept per market (for replays and the tests' expectations)
@@ -270,6 +317,8 @@ class ReplayServer:
         self.server.start()
         if self.rate > 0:
             threading.Thread(target=self._generate, name="replay-gen", daemon=True).start()
+        if self.opportunity is not None:
+            threading.Thread(target=self._opportunities, name="replay-opportunities", daemon=True).start()
         log.info("%s replay server on %s (rate %s/s per market)", self.exchange, self.url, self.rate)
         return self
 
@@ -326,6 +375,27 @@ class ReplayServer:
                         m.make()
                         owed[sym] -= 1
                 self.cond.notify_all()
+
+    def apply_opportunity(self, now_s: float) -> bool:
+        """Every market's book below its walk while the opportunity is on (markets that appear
+        during one join it); returns whether it is on."""
+        assert self.opportunity is not None
+        on = self.opportunity.active(now_s)
+        target = self.opportunity.bps if on else 0
+        with self.cond:
+            moved = [m for m in self.markets.values() if m.shift_bps != target]
+            for m in moved:
+                m.set_shift(target)
+            if moved:
+                self.cond.notify_all()
+        if moved:
+            log.info("%s: %s", self.exchange, f"books {target} bps below the walk (a scripted opportunity)"
+                     if on else "books back on the walk")
+        return on
+
+    def _opportunities(self) -> None:
+        while not self._stop.wait(0.05):
+            self.apply_opportunity(time.time())
 
     # --- injections on every live connection -----------------------------------------------
     def connections(self) -> list[WSConnection]:

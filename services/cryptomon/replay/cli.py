@@ -1,6 +1,6 @@
-"""`python -m cryptomon.replay <exchange> [--port N] [--rate R] [--script FILE]`: a local
-stand-in for one exchange (WebSocket stream and REST symbol list on one port). The exchanges
-and their default ports come from the producer's registry."""
+"""`python -m cryptomon.replay <exchange> [--port N] [--rate R] [--script FILE]
+[--opportunity-every S]`: a local stand-in for one exchange (WebSocket stream and REST symbol
+list on one port). The exchanges and their default ports come from the producer's registry."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cryptomon.kafka_settings import ConfigError
 from cryptomon.logging_setup import setup_logging
 from cryptomon.producer.registry import adapter_class, exchange_names, replay_class
 
-from . import _NUMBER, ReplayServer
+from . import _NUMBER, Opportunity, ReplayServer
 
 
 def _check_quote_step(n: int, step: dict[str, Any]) -> None:
@@ -65,6 +65,19 @@ def load_script(path: str) -> list[dict[str, Any]]:
     return steps
 
 
+def opportunity_of(exchange: str, every_s: float, for_s: float, bps: int) -> Opportunity | None:
+    """--opportunity-*: None when off (every 0). Each exchange dips at its own place in the
+    registry's list, spread over the period, so no two venues are cheap at once (as long as
+    an opportunity lasts less than period / number of exchanges)."""
+    if every_s == 0:
+        return None
+    names = exchange_names(real_only=True)
+    try:
+        return Opportunity(every_s, for_s, bps, offset_s=every_s * names.index(exchange) / len(names))
+    except ValueError as exc:
+        raise ConfigError(f"--opportunity-every/--opportunity-for/--opportunity-bps: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="cryptomon-replay", description=__doc__)
     parser.add_argument("exchange", choices=exchange_names(real_only=True))
@@ -81,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", help="JSON list of timed faults and books, e.g. "
                         '[{"at":30,"do":"drop"},{"every":300,"do":"shutdown"},{"every":120,"do":"gap","n":3},'
                         '{"at":10,"do":"quote","symbol":"BTCUSDT","bid":"60000.10","ask":"60000.20"}]')
+    parser.add_argument("--opportunity-every", type=non_negative_float, default=0.0, metavar="S",
+                        help="scripted arbitrage opportunities: every S seconds this venue's books dip below "
+                             "its price walk (0: never); each exchange at its own phase")
+    parser.add_argument("--opportunity-for", type=positive_float, default=5.0, metavar="S",
+                        help="how long each opportunity lasts, seconds")
+    parser.add_argument("--opportunity-bps", type=positive_int, default=200, metavar="BPS",
+                        help="how far the books dip, basis points (200 clears the highest built-in taker "
+                             "fees of two venues, 100 bps, plus the venues' usual disagreement)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
@@ -88,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in (("ping_interval", args.ping_interval), ("max_age", args.max_age)) if v is not None}
     try:
         script = load_script(args.script) if args.script else None
+        opportunity = opportunity_of(args.exchange, args.opportunity_every, args.opportunity_for,
+                                     args.opportunity_bps)
         try:
             server: ReplayServer = replay_class(args.exchange)(symbols, host=args.host, port=port, rate=args.rate,
-                                                               seed=args.seed, keep=args.keep, **options)
+                                                               seed=args.seed, keep=args.keep,
+                                                               opportunity=opportunity, **options)
         except OSError as exc:  # address in use, unknown host, not ours to bind
             raise ConfigError(f"--host/--port: cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
     except ConfigError as exc:
