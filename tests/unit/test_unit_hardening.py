@@ -104,3 +104,15 @@ def test_the_jvm_units_stay_without_a_jit_breaking_setting(rendered):
         s = unit_settings(next(rendered.glob(f"*/{name}")))
         assert "MemoryDenyWriteExecute" not in s, name
         assert s["ReadWritePaths"], name
+
+
+def test_replay_unit_scripts_opportunities_the_replay_cli_accepts(rendered):
+    """The sandbox's replay servers dip now and then (for the quote arbitrage job), with the
+    role's defaults, which the replay's own checks accept."""
+    from cryptomon.replay.cli import opportunity_of
+
+    start = unit_settings(next(rendered.glob("*/cryptomon-replay@.service")))["ExecStart"][0].split()
+    every, for_s, bps = (start[start.index(f"--opportunity-{k}") + 1] for k in ("every", "for", "bps"))
+    assert (every, for_s, bps) == ("60", "5", "200")
+    opp = opportunity_of("coinbase", float(every), float(for_s), int(bps))
+    assert opp is not None and opp.bps == 200
