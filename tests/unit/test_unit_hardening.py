@@ -113,6 +113,6 @@ def test_replay_unit_scripts_opportunities_the_replay_cli_accepts(rendered):
 
     start = unit_settings(next(rendered.glob("*/cryptomon-replay@.service")))["ExecStart"][0].split()
     every, for_s, bps = (start[start.index(f"--opportunity-{k}") + 1] for k in ("every", "for", "bps"))
-    assert (every, for_s, bps) == ("60", "5", "200")
+    assert (every, for_s, bps) == ("120", "5", "200")
     opp = opportunity_of("coinbase", float(every), float(for_s), int(bps))
     assert opp is not None and opp.bps == 200
