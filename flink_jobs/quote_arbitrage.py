@@ -869,8 +869,11 @@ def run(args: argparse.Namespace) -> None:
     t_env.execute_sql(view)
     # Rows (asset, payload) keyed by their first field in Java, as DataStream.key_by does after
     # its Python key selector: that selector would be a Python operator of its own, every
-    # record crossing into Python twice.
-    rows = t_env.to_data_stream(t_env.sql_query(query))
+    # record crossing into Python twice. The Python keyed operator reads its input as a
+    # RowTypeInfo (key, value), which to_data_stream does not give (its rows are typed
+    # ExternalTypeInfo): hence the older to_append_stream with the type spelled out.
+    rows = t_env.to_append_stream(t_env.sql_query(query), Types.ROW_NAMED(["asset", "payload"],
+                                                                          [Types.STRING(), Types.STRING()]))
     keyed = KeyedStream(rows._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
                                                   Types.ROW([Types.STRING()]).get_java_type_info()),
                         Types.STRING(), rows)

@@ -7,7 +7,16 @@ go silent (only the job's processing-time timer can see that); a spread that is 
 before fees and not after; a crossed, a locked and a zero-size book; a quote older than the
 one held for its market; a non-USD market; a line that is not JSON. The alert topic must then
 hold exactly the four messages of the two episodes, every field compared with values computed
-here, and the job's drop counters must show each bad quote.
+here, and the job's drop counters must show each bad quote. That scenario runs with
+`--coalesce-ms 0` (every quote reaches the Python function): it depends on each quote being
+looked at on its own, which windows of processing time cannot promise on a busy machine (two
+quotes sent 50 ms apart can be read in one fetch).
+
+The coalescing (the default, 20 ms windows) has a scenario of its own whose outcome does not
+depend on where the window bounds fall: a burst of quotes of one market, among them a late
+one (lower sequence) that would open a large opportunity, then a newer one that opens a
+smaller one. Exactly that smaller one must be alerted, and every quote must be accounted for:
+either read by the Python function or counted in `quotesCoalesced`.
 
 The cluster has flink-python in lib/ (not only in opt/): the job runs its Python in thread
 mode (embedded in the TaskManager JVM), and pemja, its bridge, can be loaded once per JVM only
@@ -63,18 +72,21 @@ class Quotes:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True})
+        self.sent = 0
 
     def send(self, exchange: str, symbol: str, bid: str, ask: str, bid_size: str = "5", ask_size: str = "5",
-             exchange_ts: int | None = None, sequence: int | None = None) -> dict:
+             exchange_ts: int | None = None, sequence: int | None = None, flush: bool = True) -> dict:
         quote = {"exchange": exchange, "symbol": symbol, "raw_symbol": symbol.replace("-", ""), "bid": bid,
                  "bid_size": bid_size, "ask": ask, "ask_size": ask_size, "exchange_ts": exchange_ts,
                  "received_ts": now_ms(), "sequence": sequence}
-        self.raw(f"{exchange}:{symbol}", json.dumps(quote).encode())
+        self.raw(f"{exchange}:{symbol}", json.dumps(quote).encode(), flush)
         return quote
 
-    def raw(self, key: str, value: bytes) -> None:
+    def raw(self, key: str, value: bytes, flush: bool = True) -> None:
         self.producer.produce(self.topic, key=key.encode(), value=value)
-        assert self.producer.flush(30) == 0
+        self.sent += 1
+        if flush:
+            assert self.producer.flush(30) == 0
 
 
 def dec(value: Decimal, places: int | None = None) -> str:
@@ -126,9 +138,10 @@ def wait_until_live(bootstrap: str, topic: str, quotes: Quotes) -> None:
     raise AssertionError("no WARM alert within 180 s: the job does not process quotes")
 
 
-def drop_counters(cluster: harness.FlinkCluster, job_id: str) -> dict[str, int]:
+def drop_counters(cluster: harness.FlinkCluster, job_id: str,
+                  names: tuple[str, ...] = ("quotesCrossed", "quotesBadSize", "quotesMalformed",
+                                            "quotesOutOfOrder")) -> dict[str, int]:
     """The job's drop counters from the REST API (which refreshes its metrics every 10 s)."""
-    names = ("quotesCrossed", "quotesBadSize", "quotesMalformed", "quotesOutOfOrder")
     for vertex in cluster.rest(f"/jobs/{job_id}")["vertices"]:
         ids = [m["id"] for m in cluster.rest(f"/jobs/{job_id}/vertices/{vertex['id']}/metrics")
                if m["id"].rsplit(".", 1)[-1] in names]
@@ -147,8 +160,8 @@ def wait_for_counters(cluster: harness.FlinkCluster, job_id: str, expected: dict
     assert seen == expected
 
 
-def test_quote_arbitrage_episodes(kafka_bootstrap: str, flink_py: harness.FlinkCluster) -> None:
-    bootstrap, cluster = kafka_bootstrap, flink_py
+def start_job(bootstrap: str, cluster: harness.FlinkCluster, *extra: str) -> tuple[str, str, Quotes]:
+    """(job id, alert topic, a quote sender) of a new job on new topics."""
     suffix = uuid.uuid4().hex[:8]
     quotes_topic, out_topic = f"quotes.raw.{suffix}", f"arbitrage.{suffix}"
     harness.create_topic(bootstrap, quotes_topic, partitions=3)
@@ -157,8 +170,14 @@ def test_quote_arbitrage_episodes(kafka_bootstrap: str, flink_py: harness.FlinkC
         "--bootstrap-servers", bootstrap, "--quotes-topic", quotes_topic, "--output-topic", out_topic,
         "--group-id", f"g-{suffix}", "--startup-mode", "earliest-offset", "--checkpoint-interval-ms", "1000",
         "--taker-fees-bps", ",".join(f"{k}={v}" for k, v in FEES.items()),
-        "--min-net-bps", "10", "--min-notional-usd", "100", "--max-quote-age-ms", str(MAX_AGE_MS)])
-    q = Quotes(bootstrap, quotes_topic)
+        "--min-net-bps", "10", "--min-notional-usd", "100", "--max-quote-age-ms", str(MAX_AGE_MS), *extra])
+    return job_id, out_topic, Quotes(bootstrap, quotes_topic)
+
+
+def test_quote_arbitrage_episodes(kafka_bootstrap: str, flink_py: harness.FlinkCluster) -> None:
+    bootstrap, cluster = kafka_bootstrap, flink_py
+    # Every quote on its own (see the module docstring); coalescing: the next test.
+    job_id, out_topic, q = start_job(bootstrap, cluster, "--coalesce-ms", "0")
     wait_until_live(bootstrap, out_topic, q)
 
     # BTC: opens at 19.9 bps net (buy binance at 100 + 10 bps, sell coinbase at 100.5 - 20 bps),
@@ -246,4 +265,65 @@ def test_quote_arbitrage_episodes(kafka_bootstrap: str, flink_py: harness.FlinkC
 
     wait_for_counters(cluster, job_id, {"quotesCrossed": 2, "quotesBadSize": 1, "quotesMalformed": 0,
                                         "quotesOutOfOrder": 1})
+    assert cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
+    cluster.rest(f"/jobs/{job_id}", method="PATCH")  # cancel: the next test has its own job
+
+
+def python_reads(cluster: harness.FlinkCluster, job_id: str) -> int:
+    """Records the Python function has read (REST API, refreshed every 10 s)."""
+    for vertex in cluster.rest(f"/jobs/{job_id}")["vertices"]:
+        if vertex["name"].startswith("quote-arbitrage"):
+            return int(vertex["metrics"]["read-records"])
+    raise AssertionError("no quote-arbitrage vertex")
+
+
+def test_coalescing_keeps_the_newest_quote_and_accounts_for_every_quote(
+        kafka_bootstrap: str, flink_py: harness.FlinkCluster) -> None:
+    bootstrap, cluster = kafka_bootstrap, flink_py
+    job_id, out_topic, q = start_job(bootstrap, cluster)  # the default: 20 ms windows
+    wait_until_live(bootstrap, out_topic, q)
+
+    # ADA: binance sells at 1; coinbase sends a burst of 200 quotes without a net opportunity
+    # (sequence 1..200, bid 0.995: buying coinbase at 0.996 and selling binance at 0.999 nets
+    # 0.09 bps), then a late quote (sequence 150) that would net 469 bps, then sequence 201 at
+    # 169.6 bps. Wherever the 20 ms windows cut the burst, the late quote is either replaced in
+    # its window by a newer one or reaches the book after sequence 200 and is dropped as out
+    # of order; sequence 201 is the newest of its window, and the last: it opens, alone.
+    buy = q.send("binance", "ADA-USDT", "0.999", "1", bid_size="1000", ask_size="1000", sequence=1)
+    for seq in range(1, 201):
+        q.send("coinbase", "ADA-USD", "0.995", "0.996", bid_size="1000", ask_size="1000", sequence=seq,
+               flush=False)
+    q.send("coinbase", "ADA-USD", "1.05", "1.06", bid_size="1000", ask_size="1000", sequence=150, flush=False)
+    sell = q.send("coinbase", "ADA-USD", "1.02", "1.03", bid_size="1000", ask_size="1000", sequence=201)
+    assert net_bps(buy, sell) == "169.6"
+    late = {**sell, "bid": "1.05", "sequence": 150}
+    assert net_bps(buy, late) == "469"
+
+    alerts = [json.loads(m.value()) for m in harness.consume_all(bootstrap, out_topic, timeout=60, idle=5)]
+    ada = [a for a in alerts if a["asset"] == "ADA"]
+    episode = f"quote_arbitrage:ADA:binance:coinbase:{sell['received_ts']}"
+    # One episode, opened by sequence 201, closed as stale once the quotes stop (2 s later).
+    assert [(a["alert_id"], a["close_reason"]) for a in ada] == [(f"{episode}:open", None),
+                                                                 (f"{episode}:close", "stale")], \
+        json.dumps(ada, indent=1)[:4000]
+    assert {k: ada[0][k] for k in ("sell_price", "sell_quote_ms", "net_spread_bps", "opened_ms")} == \
+        {"sell_price": "1.02", "sell_quote_ms": sell["received_ts"], "net_spread_bps": "169.6",
+         "opened_ms": sell["received_ts"]}
+    assert ada[1]["peak_net_spread_bps"] == "169.6"  # the late 469 bps quote was never used
+
+    # Every quote sent is accounted for: read by Python, or replaced in its window and counted.
+    # The function hands the count it has added up to the Flink counter at most every 100 ms,
+    # when a quote arrives: one more quote, of another market, long after the burst.
+    q.send("kraken", "XLM-USD", "0.099", "0.1")
+    deadline = time.monotonic() + 40
+    while True:
+        counters = drop_counters(cluster, job_id, ("quotesCoalesced", "quotesOutOfOrder", "quotesCrossed"))
+        read = python_reads(cluster, job_id)
+        if read + counters.get("quotesCoalesced", 0) == q.sent or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert read + counters["quotesCoalesced"] == q.sent, (read, counters, q.sent)
+    # The burst was mostly read in a few windows: most of it never reached Python.
+    assert counters["quotesCoalesced"] >= 100, counters
+    assert counters["quotesOutOfOrder"] <= 1 and counters["quotesCrossed"] == 0, counters
     assert cluster.rest(f"/jobs/{job_id}")["state"] == "RUNNING"
