@@ -205,6 +205,36 @@ def test_latest_checkpoint_in(tmp_path):
     assert fj.latest_checkpoint_in("s3://bucket/cp", jid) is None
 
 
+class ReportsCheckpoint:
+    """The JobManager's answer for a terminated job's latest completed checkpoint."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def retained_checkpoint(self, job_id):
+        return self.path
+
+
+def test_resume_point_prefers_the_newest_checkpoint_on_disk_over_a_stale_api_answer(tmp_path):
+    jid = "3a3fd8dd1f6f81adbc263d53badb7528"
+    d = tmp_path / jid / "chk-7"
+    d.mkdir(parents=True)
+    (d / "_metadata").write_bytes(b"x")
+    params = {"restore": True, "checkpoint_dir": f"file://{tmp_path}"}
+    saved = {"job_id": jid}
+    on_disk = f"file://{tmp_path}/{jid}/chk-7"
+    # The API's cache still names chk-6, which chk-7 subsumed and deleted.
+    assert fj.resume_point(ReportsCheckpoint(f"file://{tmp_path}/{jid}/chk-6"), params, saved) == on_disk
+    assert fj.resume_point(ReportsCheckpoint(on_disk), params, saved) == on_disk
+    # A newer one than the disk shows (storage not readable here) and remote storage: the API's.
+    newer = f"file://{tmp_path}/{jid}/chk-9"
+    assert fj.resume_point(ReportsCheckpoint(newer), params, saved) == newer
+    remote = {"restore": True, "checkpoint_dir": "s3://bucket/cp"}
+    assert fj.resume_point(ReportsCheckpoint(f"s3://bucket/cp/{jid}/chk-3"), remote, saved) == f"s3://bucket/cp/{jid}/chk-3"
+    assert fj.resume_point(ReportsCheckpoint(None), params, saved) == on_disk
+    assert fj.resume_point(ReportsCheckpoint(None), {**params, "restore": False}, saved) is None
+
+
 def test_describe_for_diff():
     assert fj.describe(None) == {"job_id": None, "state": "absent", "version": None}
     assert fj.describe(job("a", "counter@111111111111")) == {

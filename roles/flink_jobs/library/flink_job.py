@@ -735,12 +735,26 @@ def drop_privileges(user, env):
             "cwd": "/"}
 
 
+def checkpoint_number(path):
+    """N of a `.../chk-N` checkpoint path, -1 for anything else."""
+    match = re.search(r"/chk-(\d+)/?$", path or "")
+    return int(match.group(1)) if match else -1
+
+
 def resume_point(flink, params, saved):
     """Newest retained checkpoint of the last job recorded in the state file, if any."""
     last = saved.get("job_id")
     if not last or not params["restore"]:
         return None
-    return flink.retained_checkpoint(last) or latest_checkpoint_in(params.get("checkpoint_dir"), last)
+    reported = flink.retained_checkpoint(last)
+    on_disk = latest_checkpoint_in(params.get("checkpoint_dir"), last)
+    # The REST API serves checkpoint statistics from a cache refreshed every few seconds: right
+    # after a job ends it can still name a checkpoint that a newer one has subsumed and deleted
+    # (the restore then fails). Where the checkpoint dir is readable here, the newest complete
+    # chk-N on disk wins over an older or equal one from the API.
+    if on_disk and checkpoint_number(on_disk) >= checkpoint_number(reported):
+        return on_disk
+    return reported or on_disk
 
 
 def submit(module, params, flink_name, savepoint):
