@@ -44,10 +44,11 @@ Coalescing (`--coalesce-ms`, default 20): before any Python, Flink SQL keeps per
 (exchange, symbol) only the newest quote of each processing-time window of that many ms
 (newest in the venue's order: exchange_ts, then sequence, then received_ts, then arrival), so
 the Python function sees at most markets x 1000 / coalesce-ms quotes per second, whatever the
-input rate. A quote waits at most one window; a kept quote is never older than the one kept
-before it for the same market (it would be dropped as out of order). The quotes a window
-replaces are never looked at: a bad one among them is in no drop counter, only in
-`quotesCoalesced`. 0 = every quote goes to Python.
+input rate. A quote waits until its window ends (at most coalesce-ms while the job keeps up);
+a quote that reaches the book is never older than the one it holds (a late one loses in its
+window, or is dropped as out of order in a later one). The quotes a window replaces are never
+looked at: a bad one among them is in no drop counter, only in `quotesCoalesced`. 0 = every
+quote goes to Python.
 
 Flink: Kafka JSON source (Flink SQL, parsed in Java) → coalescing window (SQL) → keyed by
 asset (in Java, no Python key selector) → one PyFlink KeyedProcessFunction (this file's
