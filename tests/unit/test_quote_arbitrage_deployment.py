@@ -85,6 +85,7 @@ def test_default_settings_are_the_jobs_own_defaults(tmp_path: Path) -> None:
     assert args.taker_fees_bps == qa.parse_fee_table("", "fees")  # the built-in table, nothing laid over it
     assert (args.default_taker_fee_bps, args.max_quote_age_ms, args.max_quote_ages_ms, args.exchanges) == (
         Decimal(10), 2000, {}, [])
+    assert args.coalesce_ms == qa.DEFAULT_COALESCE_MS
     # group and transactional ids under the prefix the Flink user's ACLs grant
     assert args.group_id == "cryptomon-flink-quote-arbitrage"
     assert env["KAFKA_USERNAME"] == "cryptomon-flink" and "KAFKA_PASSWORD" not in env
@@ -99,7 +100,8 @@ def test_every_knob_reaches_the_job(tmp_path: Path) -> None:
                           flink_jobs_quote_arbitrage_default_taker_fee_bps=15,
                           flink_jobs_quote_arbitrage_max_quote_age_ms=1500,
                           flink_jobs_quote_arbitrage_max_quote_ages_ms={"kraken": 3000},
-                          flink_jobs_quote_arbitrage_exchanges=["okx", "binance", "kraken"]))
+                          flink_jobs_quote_arbitrage_exchanges=["okx", "binance", "kraken"],
+                          flink_jobs_quote_arbitrage_coalesce_ms=0))
     assert env["QUOTE_ARBITRAGE_TAKER_FEES_BPS"] == "kraken=26,okx=8.5"
     rules = qa.rules_from_args(qa.parse_args([], env))
     assert (rules.min_net_bps, rules.min_profit_usd, rules.min_notional_usd, rules.hysteresis_bps) == (
@@ -108,6 +110,7 @@ def test_every_knob_reaches_the_job(tmp_path: Path) -> None:
         Decimal(26), Decimal("8.5"), Decimal(60))
     assert (rules.default_fee_bps, rules.default_max_age_ms, rules.max_age_ms) == (Decimal(15), 1500, {"kraken": 3000})
     assert qa.parse_args([], env).exchanges == ["binance", "kraken", "okx"]
+    assert qa.parse_args([], env).coalesce_ms == 0
 
 
 def test_one_demo_switch_turns_on_both_arbitrage_jobs(tmp_path: Path) -> None:
