@@ -79,8 +79,9 @@ def assert_glanceable(embed: dict) -> None:
 def test_open_embed_says_what_where_and_how_much() -> None:
     embed = embed_of(OPEN)
     assert embed["title"] == "BTC arbitrage: buy kraken 43,010.5 → sell binance 43,080.1"
-    assert fields(embed) == {"Net after fees": "10.18 bps", "Profit": "$10.944945", "Size": "0.25 BTC",
-                             "Notional": "$10,752.625"}
+    # dollars to the cent for a person (the exact figures stay in Kafka), sizes exact
+    assert fields(embed) == {"Net after fees": "10.18 bps", "Profit": "$10.94", "Size": "0.25 BTC",
+                             "Notional": "$10,752.63"}
     assert embed["color"] == fmt.COLOURS["quote_arbitrage"]
     assert embed["color"] not in (fmt.COLOURS["arbitrage"], fmt.CLOSED_COLOUR, fmt.UNKNOWN_COLOUR)
     assert embed["timestamp"] == "2027-01-15T08:00:00.120Z"  # event_ms = opened_ms
@@ -101,7 +102,7 @@ def test_close_embed_is_marked_as_the_update_of_the_open_one() -> None:
     assert closed["title"] == "Closed: BTC arbitrage: buy kraken → sell binance"
     assert opened["title"].startswith("BTC arbitrage: buy kraken ") and " → sell binance " in opened["title"]
     assert closed["color"] == fmt.CLOSED_COLOUR != opened["color"]
-    assert fields(closed) == {"Lasted": "2.4 s", "Peak net": "13.71 bps ($14.744185)",
+    assert fields(closed) == {"Lasted": "2.4 s", "Peak net": "13.71 bps ($14.74)",
                               "Reason": "spread reverted, net -5.88 bps"}
     assert closed["timestamp"] == "2027-01-15T08:00:02.520Z"  # event_ms = closed_ms
     assert closed["footer"]["text"] == ("cryptomon · update of the 08:00:00 UTC alert · "
@@ -205,3 +206,11 @@ def test_age_limit_reads_the_event_time() -> None:
     assert proc.handle(json.dumps(CLOSE), "x", kafka_ts_ms=int(closed_s * 1000) + 600_000) is Outcome.STALE
     proc = AlertProcessor(client, SentIds(100), max_age_s=600, clock=lambda: closed_s + 599)  # type: ignore[arg-type]
     assert proc.handle(json.dumps(CLOSE), "x", kafka_ts_ms=1) is Outcome.DELIVERED
+
+
+def test_dollars_are_rounded_to_the_cent_for_people() -> None:
+    assert fmt.dollars("10.944945") == "$10.94"
+    assert fmt.dollars("10752.625") == "$10,752.63"  # half up
+    assert fmt.dollars("-6.3266") == "-$6.33"
+    assert fmt.dollars("5") == "$5.00"
+    assert fmt.dollars(None) == "—"

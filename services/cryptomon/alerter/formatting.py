@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 CONTENT_MAX = 2000
@@ -151,6 +151,15 @@ def money(value: Any) -> str:
     return f"-${shown[1:]}" if shown.startswith("-") else f"${shown}"
 
 
+def dollars(value: Any) -> str:
+    """`$1,204.34`: money a person acts on, to the cent (half up). The job's exact figure stays
+    in Kafka; `$10.944945` on a phone is noise."""
+    if not _is_number(value):
+        return money(value)
+    cents = Decimal(str(value).strip()).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return money(str(cents))
+
+
 def _with_bps(usd: Any, bps: Any) -> str:
     return f"{money(usd)} ({number(bps)} bps)" if bps is not None else money(usd)
 
@@ -244,9 +253,9 @@ def _quote_open_embed(a: dict[str, Any]) -> dict[str, Any]:
     size = f"{number(a.get('size'))} {text(a.get('asset'))}"
     pairs: list[tuple[str, Any, bool]] = [
         ("Net after fees", _bps(a.get("net_spread_bps")), True),
-        ("Profit", money(a.get("net_profit_usd")), True),
+        ("Profit", dollars(a.get("net_profit_usd")), True),
         ("Size", size, True),
-        ("Notional", money(a.get("notional_usd")), True),
+        ("Notional", dollars(a.get("notional_usd")), True),
     ]
     notes = []
     if a.get("buy_fee_bps") is not None and a.get("sell_fee_bps") is not None:
@@ -265,7 +274,7 @@ def _quote_close_embed(a: dict[str, Any]) -> dict[str, Any]:
     an update: `Closed:` before the open message's route, grey, how long it lasted and its peak."""
     peak = _bps(a.get("peak_net_spread_bps"))
     if _is_number(a.get("peak_net_profit_usd")):
-        peak += f" ({money(a['peak_net_profit_usd'])})"
+        peak += f" ({dollars(a['peak_net_profit_usd'])})"
     reason = a.get("close_reason")
     why = CLOSE_REASONS.get(reason, text(reason)) if isinstance(reason, str) else text(reason)
     if reason == "reverted" and a.get("net_spread_bps") is not None:
