@@ -1,0 +1,194 @@
+"""The flink_job module against a fake Flink REST API: which requests a run makes, and when it waits.
+
+The re-run of site.yml keeps every job at its version; that path must confirm the job runs
+(GET /jobs/<id>) without extra round trips or sleeps (issue 15, operations speed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "roles" / "flink_jobs" / "library" / "flink_job.py"
+_spec = importlib.util.spec_from_file_location("flink_job_rest", MODULE)
+fj = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fj)
+
+JID = "3a3fd8dd1f6f81adbc263d53badb7528"
+VERSION = "1111111111111111aaaa"
+
+
+class FakeFlink:
+    """Answers GETs from per-path queues (the last answer repeats) and records every request."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[tuple[int, dict]]] = {}
+        self.requests: list[str] = []
+
+    def answer(self, path: str, *bodies: dict | int) -> None:
+        """Queue answers for a path: a dict is a 200 body, an int an error status."""
+        self.answers[path] = [(b, {}) if isinstance(b, int) else (200, b) for b in bodies]
+
+    def next_answer(self, path: str) -> tuple[int, dict]:
+        queue = self.answers.get(path)
+        if not queue:
+            return 404, {"errors": [f"no fake answer for {path}"]}
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+
+@pytest.fixture
+def flink() -> Iterator[tuple[FakeFlink, str]]:
+    fake = FakeFlink()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            fake.requests.append(f"GET {self.path}")
+            status, body = fake.next_answer(self.path)
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def overview(*jobs: dict) -> dict:
+    return {"jobs": list(jobs)}
+
+
+def running_job(state: str = "RUNNING", vertex: str = "RUNNING") -> dict:
+    return {"jid": JID, "state": state, "vertices": [{"status": vertex}, {"status": vertex}]}
+
+
+def listed(version: str = VERSION, state: str = "RUNNING") -> dict:
+    return {"jid": JID, "name": fj.job_name("counter", version), "state": state, "start-time": 1}
+
+
+def no_sleep(seconds: float) -> None:
+    raise AssertionError(f"slept {seconds}s on a path that must not wait")
+
+
+# --- the REST client ---------------------------------------------------------------------------
+
+def test_a_running_job_kept_at_its_version_is_confirmed_with_one_get_and_no_sleep(flink, monkeypatch):
+    fake, url = flink
+    fake.answer(f"/jobs/{JID}", running_job())
+    monkeypatch.setattr(fj.time, "sleep", no_sleep)
+    fj.Flink(url).wait_started(JID, 30, 0)
+    assert fake.requests == [f"GET /jobs/{JID}"]
+
+
+def test_a_kept_job_whose_vertices_still_deploy_is_waited_for(flink, monkeypatch):
+    fake, url = flink
+    fake.answer(f"/jobs/{JID}", running_job(vertex="DEPLOYING"), running_job())
+    monkeypatch.setattr(fj.time, "sleep", lambda _: None)
+    fj.Flink(url).wait_started(JID, 30, 0)
+    assert fake.requests == [f"GET /jobs/{JID}", f"GET /jobs/{JID}"]
+
+
+def test_a_kept_job_that_failed_is_reported_with_its_exceptions(flink, monkeypatch):
+    fake, url = flink
+    fake.answer(f"/jobs/{JID}", running_job(state="FAILED"))
+    fake.answer(f"/jobs/{JID}/exceptions?maxExceptions=5",
+                {"exceptionHistory": {"entries": [{"taskName": "src", "stacktrace": "java.lang.Boom"}]}})
+    monkeypatch.setattr(fj.time, "sleep", no_sleep)
+    with pytest.raises(fj.FlinkJobError, match=r"is FAILED:\n\[src\] java.lang.Boom"):
+        fj.Flink(url).wait_started(JID, 30, 0)
+
+
+def test_a_submitted_job_still_settles_and_watches_its_exceptions(flink, monkeypatch):
+    fake, url = flink
+    fake.answer(f"/jobs/{JID}", running_job())
+    fake.answer(f"/jobs/{JID}/exceptions?maxExceptions=5", {"exceptionHistory": {"entries": []}})
+    clock = iter(range(0, 1000, 3))
+    monkeypatch.setattr(fj.time, "time", lambda: next(clock))
+    monkeypatch.setattr(fj.time, "sleep", lambda _: None)
+    fj.Flink(url).wait_started(JID, 600, 5)
+    # Running at t=3 (first look), still so with no new exception at t=9: started.
+    assert fake.requests.count(f"GET /jobs/{JID}") >= 2
+    assert f"GET /jobs/{JID}/exceptions?maxExceptions=5" in fake.requests
+
+
+def test_wait_jobs_retries_until_the_api_answers_and_returns_the_job_list(flink, monkeypatch):
+    fake, url = flink
+    fake.answer("/jobs/overview", 503, overview(listed()))
+    slept: list[float] = []
+    monkeypatch.setattr(fj.time, "sleep", slept.append)
+    assert fj.Flink(url).wait_jobs(30) == [listed()]
+    assert fake.requests == ["GET /jobs/overview", "GET /jobs/overview"]
+    assert slept == [2]
+
+
+def test_wait_jobs_names_the_api_when_it_never_answers(flink, monkeypatch):
+    fake, url = flink
+    fake.answer("/jobs/overview", 503)
+    monkeypatch.setattr(fj.time, "sleep", lambda _: None)
+    with pytest.raises(fj.FlinkJobError, match=rf"Flink REST API {url} unreachable: .*HTTP 503"):
+        fj.Flink(url).wait_jobs(0)
+
+
+# --- the module run (real AnsibleModule, as a converge runs it) ----------------------------------
+
+def run_module(tmp_path: Path, url: str, **extra: object) -> tuple[int, dict]:
+    args = {"name": "counter", "version": VERSION, "py_file": "/opt/job.py", "rest_url": url,
+            "state_dir": str(tmp_path), "flink_bin": "/bin/false", **extra}
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    res = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    return res.returncode, json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_the_no_change_run_asks_for_the_job_list_and_the_job_only(flink, tmp_path):
+    pytest.importorskip("ansible")
+    fake, url = flink
+    fake.answer("/jobs/overview", overview(listed(), listed(version="2" * 20, state="FINISHED")))
+    fake.answer(f"/jobs/{JID}", running_job())
+    rc, out = run_module(tmp_path, url, _ansible_diff=True)
+    assert rc == 0, out
+    assert (out["changed"], out["action"], out["job_id"]) == (False, "none", JID)
+    assert out["diff"]["before"] == out["diff"]["after"] == {
+        "name": "counter", "job_id": JID, "state": "RUNNING", "version": VERSION[:12]}
+    assert fake.requests == ["GET /jobs/overview", f"GET /jobs/{JID}"]
+
+
+def test_the_no_change_run_fails_when_the_kept_job_is_not_running(flink, tmp_path):
+    pytest.importorskip("ansible")
+    fake, url = flink
+    fake.answer("/jobs/overview", overview(listed(state="RESTARTING")))
+    fake.answer(f"/jobs/{JID}", running_job(state="FAILED"))
+    rc, out = run_module(tmp_path, url)
+    assert rc == 1 and out["failed"]
+    assert f"job {JID} is FAILED" in out["msg"]
+
+
+def test_check_mode_asks_for_the_job_list_only(flink, tmp_path):
+    pytest.importorskip("ansible")
+    fake, url = flink
+    fake.answer("/jobs/overview", overview(listed()))
+    rc, out = run_module(tmp_path, url, _ansible_check_mode=True)
+    assert rc == 0, out
+    assert (out["changed"], out["action"], out["job_id"]) == (False, "none", JID)
+    assert fake.requests == ["GET /jobs/overview"]
+    assert not (tmp_path / "counter.state.json.lock").exists()
