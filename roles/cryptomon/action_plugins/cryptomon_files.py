@@ -14,8 +14,8 @@ Arguments:
     `remote_src` (a file on the host) or `state: directory`; plus `owner`, `group`, `mode`
     and `vars` (extra variables for its template).
   each: a list; adds one entry per element, built from the task-level `dest` and one of
-    `template`, `content`, `src`, `remote_src`: str.format patterns of the element, `{item}`
-    or `{item[name]}` (double a literal brace). Its template sees the element as `item` and as
+    `template`, `content`, `src`, `remote_src`: str.format patterns of the element, `{item}`,
+    `{item[name]}` or `{basename}` (of a path; double a literal brace). Its template sees the element as `item` and as
     the name given in `as`.
   dest with one of the sources and neither files nor each: a single file.
 """
@@ -43,7 +43,7 @@ ENTRY_KEYS = {"dest", "state", "vars", *SOURCE_KEYS, *ATTR_KEYS}
 
 def _format(pattern: object, item: object, key: str) -> str:
     try:
-        return str(pattern).format(item=item)
+        return str(pattern).format(item=item, basename=os.path.basename(item) if isinstance(item, str) else "")
     except (KeyError, IndexError, AttributeError, TypeError, ValueError) as err:
         raise AnsibleActionFail(
             f"cryptomon_files: {key} pattern {pattern!r} does not fit the element {item!r}: {err}") from err
