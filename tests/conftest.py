@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ sys.path.insert(0, str(REPO / "services"))
 sys.path.insert(0, str(REPO))
 
 import harness  # noqa: E402
+
+# Every role gets the cryptomon role's plugins (the cryptomon_files action) through its meta
+# dependency on it; a test that runs one role's task file directly gets them here.
+os.environ.setdefault("ANSIBLE_ACTION_PLUGINS", str(REPO / "roles" / "cryptomon" / "action_plugins"))
+os.environ.setdefault("ANSIBLE_LIBRARY", str(REPO / "roles" / "cryptomon" / "library"))
 
 
 @pytest.fixture(scope="session")

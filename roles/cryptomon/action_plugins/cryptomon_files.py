@@ -8,7 +8,8 @@ entries differ, and hands only those to the stock `copy` action (files) or `file
 when there is nothing to do.
 
 Arguments:
-  owner, group, mode, state, vars: defaults for every entry, overridable per entry.
+  owner, group, mode, state, vars, validate: defaults for every entry, overridable per entry
+    (validate as copy's: run on a file about to be written, never on one left as it is).
   files: list of entries. Each has `dest` and one of `template` (a template file, found like
     `template`'s src), `content`, `src` (a file on the controller, found like `copy`'s src),
     `remote_src` (a file on the host) or `state: directory`; plus `owner`, `group`, `mode`
@@ -37,8 +38,8 @@ from ansible.template import AnsibleEnvironment, generate_ansible_template_vars
 SOURCE_KEYS = ("template", "content", "src", "remote_src")
 PATTERN_KEYS = ("dest", *SOURCE_KEYS)
 ATTR_KEYS = ("owner", "group", "mode")
-TASK_KEYS = {"files", "each", "as", "state", "vars", *PATTERN_KEYS, *ATTR_KEYS}
-ENTRY_KEYS = {"dest", "state", "vars", *SOURCE_KEYS, *ATTR_KEYS}
+TASK_KEYS = {"files", "each", "as", "state", "vars", "validate", *PATTERN_KEYS, *ATTR_KEYS}
+ENTRY_KEYS = {"dest", "state", "vars", "validate", *SOURCE_KEYS, *ATTR_KEYS}
 
 
 def _format(pattern: object, item: object, key: str) -> str:
@@ -77,7 +78,7 @@ class ActionModule(ActionBase):
         unknown = sorted(set(args) - TASK_KEYS)
         if unknown:
             raise AnsibleActionFail(f"cryptomon_files: unknown argument(s) {unknown}; known: {sorted(TASK_KEYS)}")
-        defaults = {k: args[k] for k in ("state", "vars", *ATTR_KEYS) if k in args}
+        defaults = {k: args[k] for k in ("state", "vars", "validate", *ATTR_KEYS) if k in args}
         entries: list[dict[str, Any]] = []
         files = args.get("files") or []
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
@@ -216,6 +217,8 @@ class ActionModule(ActionBase):
                                         module_args={"path": entry["dest"], "state": "directory", **attrs},
                                         task_vars=task_vars)
         args: dict[str, Any] = {"dest": entry["dest"], "follow": False, **attrs}
+        if entry.get("validate"):
+            args["validate"] = entry["validate"]
         if entry.get("remote_src") is not None:
             args.update(src=entry["remote_src"], remote_src=True)
             return self._copy(args, task_vars)
