@@ -1,0 +1,67 @@
+"""The flink_jobs role removes the keeper files earlier versions left in the job dir with one look
+at the dir (find) and a removal loop over what it found: exactly the old names, nothing else, and
+nothing to do on a re-run (issue 15, operations speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SUBMIT = REPO / "roles" / "flink_jobs" / "tasks" / "submit.yml"
+FIND = "Find the keeper files of earlier versions (they lived in the flink-owned job dir)"
+REMOVE = "Remove the keeper files of earlier versions"
+
+
+def keeper_cleanup_tasks() -> list[dict]:
+    """The role's own two tasks, taken from the keeper block of submit.yml."""
+    tasks = [t for entry in yaml.safe_load(SUBMIT.read_text()) for t in entry.get("block", [entry])]
+    by_name = {t.get("name"): t for t in tasks}
+    assert FIND in by_name and REMOVE in by_name, sorted(n for n in by_name if n)
+    return [by_name[FIND], by_name[REMOVE]]
+
+
+def run(tmp_path: Path, job_dir: Path, *options: str) -> dict:
+    """Run the two tasks on localhost; the play's stats per task."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "tasks": keeper_cleanup_tasks(),
+        "vars": {"flink_jobs_dir": str(job_dir),
+                 "flink_jobs_list": [{"name": "anomaly_detector"}, {"name": "quote_arbitrage"}]},
+    }]))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json",
+           "ANSIBLE_CALLBACKS_ENABLED": ""}
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *options]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, check=False, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    return {t["task"]["name"]: t["hosts"]["localhost"] for t in out["plays"][0]["tasks"]}
+
+
+def test_old_keeper_files_go_the_rest_stays_and_a_rerun_has_nothing_to_do(tmp_path):
+    job_dir = tmp_path / "flink-jobs"
+    job_dir.mkdir()
+    old = ["flink_job_keeper.py", "anomaly_detector.keeper.json", "quote_arbitrage.keeper.json"]
+    kept = ["anomaly_detector.py", "anomaly_detector.env", "anomaly_detector.state.json",
+            "other_job.keeper.json", "flink_job_keeper.py.bak"]
+    for name in old + kept:
+        (job_dir / name).write_text("x")
+
+    checked = run(tmp_path, job_dir, "--check")
+    assert checked[REMOVE]["changed"]
+    assert sorted(p.name for p in job_dir.iterdir()) == sorted(old + kept)  # check mode: nothing removed
+
+    first = run(tmp_path, job_dir)
+    assert first[REMOVE]["changed"]
+    assert sorted(r["path"] for r in first[REMOVE]["results"]) == sorted(str(job_dir / n) for n in old)
+    assert sorted(p.name for p in job_dir.iterdir()) == sorted(kept)
+
+    again = run(tmp_path, job_dir)
+    assert again[FIND]["matched"] == 0
+    assert not again[REMOVE]["changed"] and again[REMOVE]["skipped"]
