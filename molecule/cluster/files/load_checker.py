@@ -33,7 +33,9 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 settings_path, report_path, stop_path = sys.argv[1:4]
 with open(settings_path) as f:
     S = json.load(f)
-ALERT_IN_FOOTER = re.compile(r"alert (\S+)")
+# The id is the footer's last word (the alerter's _footer); a note before it may say "alert" too
+# (a quote close: "update of the 12:00:00 UTC alert").
+ALERT_IN_FOOTER = re.compile(r"\balert (\S+)$")
 
 
 def get_json(url: str) -> object:
