@@ -159,3 +159,27 @@ def test_each_pattern_that_does_not_fit_names_it(site: dict[str, Path]) -> None:
     res = result(run(site)[0])
     assert res.get("failed") is True
     assert "dest pattern" in res["msg"] and "'binance'" in res["msg"]
+
+
+def test_one_file_with_its_own_vars(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "default.j2").write_text('ARGS="{{ item.args | join(\' \') }}"\n')
+    book = tmp_path / "play.yml"
+    book.write_text(f"""\
+- hosts: localhost
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: Install the set
+      cryptomon_files:
+        dest: {tmp_path}/prometheus
+        template: default.j2
+        vars:
+          item: {{args: [--web.listen-address=127.0.0.1:9090, --storage.tsdb.retention.time=15d]}}
+        mode: "0644"
+""")
+    site = {"tmp": tmp_path, "book": book}
+    assert result(run(site)[0])["changed"] is True
+    assert (tmp_path / "prometheus").read_text() == (
+        'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=15d"\n')
+    assert result(run(site)[0])["changed"] is False
