@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -142,3 +143,36 @@ def _read_secret(var: str, path: str) -> str:
     if not value:
         raise ConfigError(f"{var}: {path!r} is empty")
     return value
+
+
+# librdkafka's own words when the listener at the address speaks another protocol than
+# KAFKA_SECURITY_PROTOCOL (librdkafka 2.x against Kafka 4; tests/unit/test_listener_mismatch.py
+# holds the full texts). A PLAINTEXT or SASL_PLAINTEXT client at a TLS listener gets no error of
+# its own: the broker just closes the connection and the client reports "brokers are down".
+_WANTS_CLIENT_CERT = ("alert bad certificate", "certificate required")
+_NO_TLS = "connecting to a PLAINTEXT broker listener?"
+_NO_SASL = re.compile(r"mechanism handshake failed: .*broker's supported mechanisms:\s*(\(|$)")
+# "sasl_ssl://host:9094/bootstrap: ..." or "sasl_ssl://host:9094/1: ...": the address tried.
+_ADDRESS = re.compile(r"^[a-z_]+://(?P<address>[^/\s]+)/")
+
+
+def listener_mismatch(settings: KafkaSettings, error: str) -> str | None:
+    """One line naming KAFKA_BOOTSTRAP_SERVERS and KAFKA_SECURITY_PROTOCOL when librdkafka's
+    error text means the listener at the address wants another protocol; None otherwise
+    (broker down, wrong password, ACLs: the services report those as they are)."""
+    protocol = settings.security_protocol
+    if protocol.endswith("SSL") and any(text in error for text in _WANTS_CLIENT_CERT):
+        wants = ("a client certificate (TLS with client certificates, no SASL: a broker's internal "
+                 "or controller listener)")
+    elif protocol.endswith("SSL") and _NO_TLS in error:
+        wants = "no TLS (a PLAINTEXT listener)"
+    elif protocol == "SASL_PLAINTEXT" and _NO_SASL.search(error):
+        wants = "no SASL (a PLAINTEXT or SSL listener)"
+    else:
+        return None
+    match = _ADDRESS.match(error)
+    address = match["address"] if match else "the bootstrap address"
+    return (f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} with KAFKA_SECURITY_PROTOCOL="
+            f"{protocol}: the listener at {address} wants {wants}; connect to the brokers' client "
+            f"listener instead (port 9092 unless cryptomon_kafka_port says otherwise) "
+            f"[librdkafka: {error}]")

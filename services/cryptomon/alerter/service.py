@@ -28,6 +28,7 @@ from cryptomon.alerter.config import AlerterConfig
 from cryptomon.alerter.dedupe import SentIds
 from cryptomon.alerter.discord import DiscordWebhookClient, Rejected
 from cryptomon.alerter.formatting import build_payload, fallback_payload, summary_line
+from cryptomon.kafka_settings import listener_mismatch
 
 if TYPE_CHECKING:
     from cryptomon.alerter.metrics import ConsumerLag
@@ -214,6 +215,10 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
             log.log(level, msg, *args)
 
     def on_error(err: Any) -> None:
+        mismatch = listener_mismatch(config.kafka, err.str())
+        if mismatch is not None:
+            throttled("cb:listener", logging.ERROR, "%s", mismatch)
+            return
         throttled(f"cb:{err.code()}", logging.WARNING, "Kafka: %s", err.str())
 
     consumer = Consumer({

@@ -14,12 +14,13 @@ import time
 from typing import Any
 
 from cryptomon.dashboard.state import MarketState
-from cryptomon.kafka_settings import KafkaSettings
+from cryptomon.kafka_settings import KafkaSettings, listener_mismatch
 
 log = logging.getLogger("cryptomon.dashboard.feed")
 
 METADATA_EVERY = 5.0  # seconds between topic/partition re-checks
 RETRY_EVERY = 3.0
+LOG_EVERY = 30.0  # seconds between two log lines of the same connection problem
 
 
 class KafkaFeed:
@@ -33,6 +34,10 @@ class KafkaFeed:
         self._thread = threading.Thread(target=self._run, name="kafka-feed", daemon=True)
         self._assigned: dict[str, int] = {}  # topic -> partitions assigned
         self._transport_error: str | None = None
+        # The listener at the address speaks another protocol (listener_mismatch): shown as the
+        # feed's status instead of librdkafka's "Failed to get metadata" until metadata arrives.
+        self._listener_problem: str | None = None
+        self._logged_at = -1e9
 
     def start(self) -> KafkaFeed:
         self._thread.start()
@@ -49,9 +54,17 @@ class KafkaFeed:
     def _on_error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
 
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
-            self._transport_error = err.str()
-            self.state.set_status("unreachable", err.str())
+        mismatch = listener_mismatch(self.settings, err.str())
+        if mismatch is not None:
+            self._listener_problem = self._transport_error = mismatch
+            self.state.set_status("unreachable", mismatch)
+            now = time.monotonic()
+            if now - self._logged_at > LOG_EVERY:
+                self._logged_at = now
+                log.error("%s", mismatch)
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._transport_error = self._listener_problem or err.str()
+            self.state.set_status("unreachable", self._transport_error)
 
     def _consumer(self) -> Any:
         from confluent_kafka import Consumer
@@ -89,7 +102,7 @@ class KafkaFeed:
             consumer.incremental_assign(new)
             log.info("reading %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in new))
         self.state.missing_topics = tuple(missing)
-        self._transport_error = None
+        self._transport_error = self._listener_problem = None
 
     def _run(self) -> None:
         from confluent_kafka import KafkaException
@@ -115,7 +128,9 @@ class KafkaFeed:
                     self._update_status()
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else exc
-                detail = err.str() if hasattr(err, "str") else str(err)
+                if consumer is not None and not self._assigned:
+                    consumer.poll(0)  # nothing to consume yet: serve error_cb, which classifies
+                detail = self._listener_problem or (err.str() if hasattr(err, "str") else str(err))
                 self.state.set_status("unreachable", detail)
                 next_metadata = 0.0
                 self._stop.wait(RETRY_EVERY)

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from cryptomon.kafka_settings import KafkaSettings
+from cryptomon.kafka_settings import KafkaSettings, listener_mismatch
 
 from .backoff import Backoff
 from .quote import Quote
@@ -67,7 +67,10 @@ class KafkaSink:
         self.failed = 0
         self.buffer_full = 0  # produce() found the local queue full and waited
         self.fatal: KafkaError | None = None
-        self._errors_logged: dict[int, float] = {}
+        self._errors_logged: dict[int | str, float] = {}
+        # Set by error_cb when the listener at the address speaks another protocol: then every
+        # attempt fails the same way, and this one line says why.
+        self.listener_problem: str | None = None
         self._closing = threading.Event()
         self._keys: dict[str, bytes] = {}
         self._key_exchange: dict[str, str] = {}
@@ -120,10 +123,20 @@ class KafkaSink:
             self.fatal = err
             log.error("fatal Kafka error: %s", err)
             return
-        now = time.monotonic()
-        if now - self._errors_logged.get(err.code(), 0.0) > 30:
-            self._errors_logged[err.code()] = now
+        mismatch = listener_mismatch(self.settings, err.str())
+        if mismatch is not None:
+            self.listener_problem = mismatch
+            if self._first_in_30s("listener"):
+                log.error("%s", mismatch)
+        elif self._first_in_30s(err.code()):
             log.warning("Kafka client error (retrying): %s", err)
+
+    def _first_in_30s(self, key: int | str) -> bool:
+        now = time.monotonic()
+        if now - self._errors_logged.get(key, -1e9) <= 30:
+            return False
+        self._errors_logged[key] = now
+        return True
 
     def wait_ready(self, stop: threading.Event, backoff: Backoff | None = None) -> bool:
         """Block until the trades topic (and the quotes topic, when quotes are on) exists and
@@ -141,7 +154,9 @@ class KafkaSink:
                 try:
                     md = self._producer.list_topics(name, timeout=5)
                 except KafkaException as exc:
-                    problem = f"Kafka not reachable at {self.settings.bootstrap_servers}: {exc.args[0].str()}"
+                    self._poll(0)  # the poller is not running yet: serve error_cb, which classifies
+                    problem = self.listener_problem or (
+                        f"Kafka not reachable at {self.settings.bootstrap_servers}: {exc.args[0].str()}")
                     break
                 topic = md.topics.get(name)
                 problem = self._topic_problem(name, topic)
@@ -152,7 +167,8 @@ class KafkaSink:
                 log.info("Kafka ready: %s", ", ".join(ready))
                 return True
             delay = backoff.next_delay()
-            log.warning("%s; retrying in %.1fs", problem, delay)
+            if problem != self.listener_problem:  # error_cb logged that one (once per 30 s)
+                log.warning("%s; retrying in %.1fs", problem, delay)
             stop.wait(delay)
         return False
 
