@@ -128,14 +128,10 @@ def test_check_mode_reports_and_diff_shows_without_writing(site: dict[str, Path]
     assert "WORD=two" in afters and "plain two" in afters
 
 
-@pytest.mark.parametrize(("files", "message"), [
-    ('[{"dest": "/tmp/x", "content": "a", "src": "b"}]', "give exactly one of"),
-    ('[{"dest": "/tmp/x", "content": "a", "colour": "red"}]', "unknown key(s) ['colour']"),
-    ('[{"dest": "/tmp/x", "state": "directory", "content": "a"}]', "a directory takes no content"),
-    ('[{"dest": "/tmp/x", "template": "missing.j2"}]', "missing.j2"),
-])
-def test_bad_entries_fail_naming_the_file(tmp_path: Path, files: str, message: str) -> None:
+def one_task(tmp_path: Path, args: str) -> dict[str, Path]:
+    """A play of one cryptomon_files task with `args` (YAML lines, unindented)."""
     book = tmp_path / "play.yml"
+    indented = "".join(f"        {line}\n" for line in args.splitlines())
     book.write_text(f"""\
 - hosts: localhost
   gather_facts: false
@@ -143,10 +139,18 @@ def test_bad_entries_fail_naming_the_file(tmp_path: Path, files: str, message: s
   tasks:
     - name: Install the set
       cryptomon_files:
-        files: {files}
-""")
-    site = {"tmp": tmp_path, "book": book}
-    res = result(run(site)[0])
+{indented}""")
+    return {"tmp": tmp_path, "book": book}
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ('[{"dest": "/tmp/x", "content": "a", "src": "b"}]', "give exactly one of"),
+    ('[{"dest": "/tmp/x", "content": "a", "colour": "red"}]', "unknown key(s) ['colour']"),
+    ('[{"dest": "/tmp/x", "state": "directory", "content": "a"}]', "a directory takes no content"),
+    ('[{"dest": "/tmp/x", "template": "missing.j2"}]', "missing.j2"),
+])
+def test_bad_entries_fail_naming_the_file(tmp_path: Path, files: str, message: str) -> None:
+    res = result(run(one_task(tmp_path, f"files: {files}"))[0])
     assert res.get("failed") is True
     assert message in res["msg"], res["msg"]
     assert not Path("/tmp/x").exists() or Path("/tmp/x").is_dir()
@@ -164,21 +168,13 @@ def test_each_pattern_that_does_not_fit_names_it(site: dict[str, Path]) -> None:
 def test_one_file_with_its_own_vars(tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "default.j2").write_text('ARGS="{{ item.args | join(\' \') }}"\n')
-    book = tmp_path / "play.yml"
-    book.write_text(f"""\
-- hosts: localhost
-  gather_facts: false
-  connection: local
-  tasks:
-    - name: Install the set
-      cryptomon_files:
-        dest: {tmp_path}/prometheus
-        template: default.j2
-        vars:
-          item: {{args: [--web.listen-address=127.0.0.1:9090, --storage.tsdb.retention.time=15d]}}
-        mode: "0644"
+    site = one_task(tmp_path, f"""\
+dest: {tmp_path}/prometheus
+template: default.j2
+vars:
+  item: {{args: [--web.listen-address=127.0.0.1:9090, --storage.tsdb.retention.time=15d]}}
+mode: "0644"
 """)
-    site = {"tmp": tmp_path, "book": book}
     assert result(run(site)[0])["changed"] is True
     assert (tmp_path / "prometheus").read_text() == (
         'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=15d"\n')
