@@ -16,8 +16,8 @@ Arguments:
     and `vars` (extra variables for its template).
   each: a list; adds one entry per element, built from the task-level `dest` and one of
     `template`, `content`, `src`, `remote_src`: str.format patterns of the element, `{item}`,
-    `{item[name]}` or `{basename}` (of a path; double a literal brace). Its template sees the element as `item` and as
-    the name given in `as`.
+    `{item[name]}` or `{basename}` (of a path; double a literal brace). Its template sees the
+    element as `item` and as the name given in `as`.
   dest with one of the sources and neither files nor each: a single file.
 """
 
