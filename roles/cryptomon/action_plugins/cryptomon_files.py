@@ -12,13 +12,20 @@ Arguments:
     (validate as copy's: run on a file about to be written, never on one left as it is).
   files: list of entries. Each has `dest` and one of `template` (a template file, found like
     `template`'s src), `content`, `src` (a file on the controller, found like `copy`'s src),
-    `remote_src` (a file on the host) or `state: directory`; plus `owner`, `group`, `mode`
-    and `vars` (extra variables for its template).
+    `remote_src` (a file on the host) or `state: directory`; plus `owner`, `group`, `mode`,
+    `vars` (extra variables for its template), `variable_start_string` and
+    `variable_end_string` (as `template`'s) and `notify` (a handler name or list: see below).
   each: a list; adds one entry per element, built from the task-level `dest` and one of
     `template`, `content`, `src`, `remote_src`: str.format patterns of the element, `{item}`,
     `{item[name]}` or `{basename}` (of a path; double a literal brace). Its template sees the
     element as `item` and as the name given in `as`.
   dest with one of the sources and neither files nor each: a single file.
+
+Returns `results` (dest, changed, item, reason, notify per entry), `changed_files` and
+`notify_handlers`: the handlers named by the entries that changed, in order, each once. A task
+can notify only all its handlers or none; with one set holding the files of several services,
+a looped debug task notifies just the right ones:
+`loop: "{{ files.notify_handlers }}"`, `changed_when: true`, `notify: "{{ item }}"`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ SOURCE_KEYS = ("template", "content", "src", "remote_src")
 PATTERN_KEYS = ("dest", *SOURCE_KEYS)
 ATTR_KEYS = ("owner", "group", "mode")
 TASK_KEYS = {"files", "each", "as", "state", "vars", "validate", *PATTERN_KEYS, *ATTR_KEYS}
-ENTRY_KEYS = {"dest", "state", "vars", "validate", *SOURCE_KEYS, *ATTR_KEYS}
+TEMPLATE_KEYS = ("variable_start_string", "variable_end_string")
+ENTRY_KEYS = {"dest", "state", "vars", "validate", "notify", *TEMPLATE_KEYS, *SOURCE_KEYS, *ATTR_KEYS}
 
 
 def _format(pattern: object, item: object, key: str) -> str:
@@ -48,6 +56,15 @@ def _format(pattern: object, item: object, key: str) -> str:
     except (KeyError, IndexError, AttributeError, TypeError, ValueError) as err:
         raise AnsibleActionFail(
             f"cryptomon_files: {key} pattern {pattern!r} does not fit the element {item!r}: {err}") from err
+
+
+def _handlers(entry: dict[str, Any]) -> list[str]:
+    notify = entry.get("notify") or []
+    names = [notify] if isinstance(notify, str) else notify
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise AnsibleActionFail(
+            f"cryptomon_files: {entry['dest']}: notify must be a handler name or a list of them, got {notify!r}")
+    return names
 
 
 class ActionModule(ActionBase):
@@ -118,10 +135,13 @@ class ActionModule(ActionBase):
                     raise AnsibleActionFail(f"cryptomon_files: {entry['dest']}: a directory takes no {sources[0]}")
             elif entry.get("state", "file") != "file":
                 raise AnsibleActionFail(f"cryptomon_files: {entry['dest']}: state must be file or directory")
+            elif any(entry.get(k) is not None for k in TEMPLATE_KEYS) and entry.get("template") is None:
+                raise AnsibleActionFail(f"cryptomon_files: {entry['dest']}: {list(TEMPLATE_KEYS)} need a template")
             elif len(sources) != 1:
                 raise AnsibleActionFail(
                     f"cryptomon_files: {entry['dest']}: give exactly one of {list(SOURCE_KEYS)}, "
                     f"got {sources or 'none'}")
+            _handlers(entry)
         return entries
 
     def _wanted(self, entry: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
@@ -174,8 +194,10 @@ class ActionModule(ActionBase):
             environment_class=AnsibleEnvironment, searchpath=searchpath,
             newline_sequence="\n", available_variables=temp_vars)
         try:
+            overrides = {"trim_blocks": True, "lstrip_blocks": False}
+            overrides.update({k: entry[k] for k in TEMPLATE_KEYS if entry.get(k) is not None})
             text = templar.do_template(data, preserve_trailing_newlines=True, escape_backslashes=False,
-                                       overrides={"trim_blocks": True, "lstrip_blocks": False})
+                                       overrides=overrides)
         except Exception as err:  # noqa: BLE001 - reported with the file it came from
             raise AnsibleActionFail(
                 f"cryptomon_files: {entry['dest']}: rendering {source_arg}: "
@@ -192,6 +214,8 @@ class ActionModule(ActionBase):
             item_result: dict[str, Any] = {"dest": entry["dest"], "changed": False}
             if "item" in entry:
                 item_result["item"] = entry["item"]
+            if entry.get("notify"):
+                item_result["notify"] = _handlers(entry)
             if state["differs"]:
                 sub = self._install(want, task_vars)
                 if sub.get("failed"):
@@ -203,7 +227,11 @@ class ActionModule(ActionBase):
                 if sub.get("diff"):
                     diffs.extend(sub["diff"] if isinstance(sub["diff"], list) else [sub["diff"]])
             results.append(item_result)
-        out: dict[str, Any] = {"changed": changed, "results": results,
+        handlers: list[str] = []
+        for r in results:
+            if r["changed"]:
+                handlers.extend(h for h in r.get("notify", []) if h not in handlers)
+        out: dict[str, Any] = {"changed": changed, "results": results, "notify_handlers": handlers,
                                "changed_files": [r["dest"] for r in results if r["changed"]]}
         if diffs:
             out["diff"] = diffs
