@@ -1,4 +1,5 @@
-"""One log line format for every cryptomon service: `LEVEL logger: message`.
+"""One log line format for every cryptomon service: `LEVEL logger: message`, and one throttle
+(`LogThrottle`) for errors that repeat every few seconds.
 
 Under systemd the journal stamps every line itself, so a timestamp of our own would only repeat
 it; anywhere else (a terminal, a file, a test run) the line starts with one. systemd sets
@@ -9,9 +10,12 @@ redirected elsewhere inherits the variable, so it is compared with the stream wh
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TextIO
 
 BASE_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -51,3 +55,34 @@ def setup_logging(level: str | int = "INFO", *, stream: TextIO | None = None, en
     root.handlers[:] = [handler]
     root.setLevel(level)
     return handler
+
+
+class LogThrottle:
+    """At most one log line per key every `interval_s` seconds.
+
+    librdkafka hands its error callback the same connection error every few seconds for as long
+    as the problem lasts; one line per interval says it just as well. Each key (an error code, a
+    kind of problem) has its own clock: a new kind of error is logged at once. The first call for
+    a key, and the first one `interval_s` or more after the last logged one, returns True.
+    `clock` returns seconds (default time.monotonic; tests pass a fake one).
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) \
+                or not math.isfinite(interval_s) or interval_s <= 0:
+            raise ValueError(f"LogThrottle interval_s must be a positive number of seconds, got {interval_s!r}")
+        self.interval_s = float(interval_s)
+        self._clock = clock
+        self._last_logged: dict[Hashable, float] = {}
+        # A producer's error_cb can run on its poller thread and, before that starts, on the caller's.
+        self._lock = threading.Lock()
+
+    def should_log(self, key: Hashable) -> bool:
+        """True when a line for `key` may be logged now (and counts it as logged)."""
+        now = self._clock()
+        with self._lock:
+            last = self._last_logged.get(key)
+            if last is not None and now - last < self.interval_s:
+                return False
+            self._last_logged[key] = now
+            return True

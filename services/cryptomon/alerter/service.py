@@ -29,6 +29,7 @@ from cryptomon.alerter.dedupe import SentIds
 from cryptomon.alerter.discord import DiscordWebhookClient, Rejected
 from cryptomon.alerter.formatting import build_payload, fallback_payload, summary_line
 from cryptomon.kafka_settings import listener_mismatch
+from cryptomon.logging_setup import LogThrottle
 
 if TYPE_CHECKING:
     from cryptomon.alerter.metrics import ConsumerLag
@@ -47,6 +48,8 @@ class Outcome(enum.Enum):
 
 # Stale alerts in a row logged one line each; the rest of the run is summed up in one line.
 STALE_LOG_EACH = 5
+# librdkafka repeats connection errors every few seconds: one line a minute per error is enough.
+KAFKA_ERROR_LOG_EVERY = 60.0
 
 
 class AlertProcessor:
@@ -205,21 +208,16 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
     """`lag`: refreshed from this thread (the consumer's position is only meaningful here)."""
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 
-    last_error_log: dict[str, float] = {}
-
-    def throttled(key: str, level: int, msg: str, *args: Any) -> None:
-        # librdkafka repeats connection errors every few seconds: one line a minute is enough.
-        now = time.monotonic()
-        if now - last_error_log.get(key, -1e9) >= 60:
-            last_error_log[key] = now
-            log.log(level, msg, *args)
+    # Keys: "cb:..." for error_cb, "msg:<code>" for errors handed out as messages.
+    error_log = LogThrottle(KAFKA_ERROR_LOG_EVERY)
 
     def on_error(err: Any) -> None:
         mismatch = listener_mismatch(config.kafka, err.str())
         if mismatch is not None:
-            throttled("cb:listener", logging.ERROR, "%s", mismatch)
-            return
-        throttled(f"cb:{err.code()}", logging.WARNING, "Kafka: %s", err.str())
+            if error_log.should_log("cb:listener"):
+                log.error("%s", mismatch)
+        elif error_log.should_log(f"cb:{err.code()}"):
+            log.warning("Kafka: %s", err.str())
 
     consumer = Consumer({
         **config.kafka.client_config(),
@@ -249,8 +247,9 @@ def run_kafka(config: AlerterConfig, processor: AlertProcessor, stop: threading.
                 err = msg.error()
                 if err.fatal():
                     raise KafkaException(err)
-                level = logging.WARNING if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART else logging.ERROR
-                throttled(f"msg:{err.code()}", level, "Kafka: %s", err.str())
+                if error_log.should_log(f"msg:{err.code()}"):
+                    level = logging.WARNING if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART else logging.ERROR
+                    log.log(level, "Kafka: %s", err.str())
                 continue
             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
             ts_type, ts_ms = msg.timestamp()

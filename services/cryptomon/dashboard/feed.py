@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptomon.dashboard.state import MarketState
 from cryptomon.kafka_settings import KafkaSettings, listener_mismatch
+from cryptomon.logging_setup import LogThrottle
 
 log = logging.getLogger("cryptomon.dashboard.feed")
 
@@ -37,7 +38,7 @@ class KafkaFeed:
         # The listener at the address speaks another protocol (listener_mismatch): shown as the
         # feed's status instead of librdkafka's "Failed to get metadata" until metadata arrives.
         self._listener_problem: str | None = None
-        self._logged_at = -1e9
+        self._error_log = LogThrottle(LOG_EVERY)
 
     def start(self) -> KafkaFeed:
         self._thread.start()
@@ -58,9 +59,7 @@ class KafkaFeed:
         if mismatch is not None:
             self._listener_problem = self._transport_error = mismatch
             self.state.set_status("unreachable", mismatch)
-            now = time.monotonic()
-            if now - self._logged_at > LOG_EVERY:
-                self._logged_at = now
+            if self._error_log.should_log("listener"):
                 log.error("%s", mismatch)
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             self._transport_error = self._listener_problem or err.str()

@@ -8,19 +8,21 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from cryptomon.kafka_settings import KafkaSettings, listener_mismatch
+from cryptomon.logging_setup import LogThrottle
 
 from .backoff import Backoff
 from .quote import Quote
 from .schema import Trade
 
 log = logging.getLogger("cryptomon.producer.kafka")
+
+ERROR_LOG_EVERY = 30.0  # seconds between two log lines of the same client error
 
 
 class FatalKafkaError(RuntimeError):
@@ -67,7 +69,7 @@ class KafkaSink:
         self.failed = 0
         self.buffer_full = 0  # produce() found the local queue full and waited
         self.fatal: KafkaError | None = None
-        self._errors_logged: dict[int | str, float] = {}
+        self._error_log = LogThrottle(ERROR_LOG_EVERY)  # keys: "listener" or the error code
         # Set by error_cb when the listener at the address speaks another protocol: then every
         # attempt fails the same way, and this one line says why.
         self.listener_problem: str | None = None
@@ -126,17 +128,10 @@ class KafkaSink:
         mismatch = listener_mismatch(self.settings, err.str())
         if mismatch is not None:
             self.listener_problem = mismatch
-            if self._first_in_30s("listener"):
+            if self._error_log.should_log("listener"):
                 log.error("%s", mismatch)
-        elif self._first_in_30s(err.code()):
+        elif self._error_log.should_log(err.code()):
             log.warning("Kafka client error (retrying): %s", err)
-
-    def _first_in_30s(self, key: int | str) -> bool:
-        now = time.monotonic()
-        if now - self._errors_logged.get(key, -1e9) <= 30:
-            return False
-        self._errors_logged[key] = now
-        return True
 
     def wait_ready(self, stop: threading.Event, backoff: Backoff | None = None) -> bool:
         """Block until the trades topic (and the quotes topic, when quotes are on) exists and
