@@ -9,14 +9,12 @@ facts refresh once it changed something, so later roles see what it installed.""
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from unit.playbook_runner import localhost_play, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 APT = "ansible.builtin.apt"
@@ -91,27 +89,18 @@ def play(facts: dict | None) -> list[dict]:
             fake["ansible.builtin.debug"] = {"msg": f"apt: {task[APT]['name']}"}
             fake["name"] = f"{path}: {task['name']}"
             tasks.append(fake)
-    return [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": tasks}]
+    return localhost_play(tasks)
 
 
 def run(tmp_path: Path, facts: dict | None, **extra: object) -> dict[str, dict]:
     """Task name -> result of the apt stand-ins."""
     (tmp_path / "library").mkdir(exist_ok=True)
     (tmp_path / "library" / "fake_package_facts.py").write_text(FAKE_FACTS_MODULE)
-    book = tmp_path / "play.yml"
-    book.write_text(yaml.safe_dump(play(facts), sort_keys=False))
     variables = {"ansible_python_interpreter": sys.executable, "kafka_admin_host": "localhost", **extra}
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "ANSIBLE_LIBRARY": str(tmp_path / "library"),
+    env = {"ANSIBLE_LIBRARY": str(tmp_path / "library"),
            "ANSIBLE_FILTER_PLUGINS": str(REPO / "roles" / "cryptomon" / "filter_plugins")}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book),
-                          "-e", json.dumps(variables)],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    return {t["task"]["name"]: t["hosts"]["localhost"] for p in out["plays"] for t in p["tasks"]
-            if t["task"]["name"].startswith("roles/")}
+    res = run_playbook(play(facts), workdir=tmp_path, extra_vars=variables, env=env, json_output=True)
+    return {name: host for name, host in res.assert_ok().task_results().items() if name.startswith("roles/")}
 
 
 def ran(results: dict[str, dict]) -> list[str]:

@@ -4,14 +4,12 @@ round trip to the host when nothing changed. Run with ansible-playbook on this m
 
 from __future__ import annotations
 
-import json
-import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "cryptomon"
@@ -56,20 +54,19 @@ def site(tmp_path: Path) -> dict[str, Path]:
     return {"tmp": tmp_path, "out": out, "book": book, "host_src": host_src}
 
 
-def run(site: dict[str, Path], *flags: str, verbose: bool = False, **extra: object) -> tuple[dict, str]:
+# What a role's meta dependency on cryptomon gives its tasks; no pipelining, so that -vvv names the
+# AnsiballZ file of each module run.
+ENV = {"ANSIBLE_ACTION_PLUGINS": str(ROLE / "action_plugins"), "ANSIBLE_LIBRARY": str(ROLE / "library"),
+       "ANSIBLE_PIPELINING": "false"}
+
+
+def run(site: dict[str, Path], *, check: bool = False, diff: bool = False, verbose: bool = False,
+        **extra: object) -> tuple[dict, str]:
     variables = {"ansible_python_interpreter": sys.executable, "instances": ["binance", "okx"], "word": "one",
                  **extra}
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           # What a role's meta dependency on cryptomon gives its tasks.
-           "ANSIBLE_ACTION_PLUGINS": str(ROLE / "action_plugins"), "ANSIBLE_LIBRARY": str(ROLE / "library")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(site["book"]),
-           "-e", json.dumps(variables), *flags]
-    if verbose:
-        cmd.append("-vvv")
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=site["tmp"], timeout=120, check=False)
-    start = res.stdout.find("{\n")
-    return json.loads(res.stdout[start:]), res.stdout
+    res = run_playbook(site["book"], workdir=site["tmp"], extra_vars=variables, env=ENV, check=check, diff=diff,
+                       verbosity=3 if verbose else 0, json_output=True)
+    return res.json, res.stdout
 
 
 def result(out: dict) -> dict:
@@ -120,7 +117,7 @@ def test_only_what_differs_is_written(site: dict[str, Path]) -> None:
 def test_check_mode_reports_and_diff_shows_without_writing(site: dict[str, Path]) -> None:
     out = site["out"]
     run(site)
-    res = result(run(site, "--check", "--diff", word="two")[0])
+    res = result(run(site, check=True, diff=True, word="two")[0])
     assert res["changed"] is True
     assert sorted(Path(p).name for p in res["changed_files"]) == ["binance.env", "content.txt", "okx.env"]
     assert (out / "content.txt").read_text() == "plain one\n"
