@@ -31,15 +31,18 @@ def role_task(path: str, name: str) -> dict:
     raise AssertionError(f"{path} has no task {name!r}")
 
 
-def run(tmp_path: Path, task: dict, variables: dict, *, check: bool = False) -> dict[str, dict]:
+def run(tmp_path: Path, task: dict, variables: dict, *, check: bool = False,
+        vars_files: list[str] | None = None) -> dict[str, dict]:
     """Task name -> this host's result, for every task the play reached."""
     book = tmp_path / "play.yml"
     book.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [task],
+        "vars_files": [str(REPO / f) for f in vars_files or []],
         "handlers": [{"name": n, "ansible.builtin.debug": {"msg": n}} for n in ("Restart kafka", "Restart flink")],
     }], sort_keys=False))
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
+           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+           "ANSIBLE_LIBRARY": str(REPO / "roles" / "kafka" / "library")}
     res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book),
                           "-e", json.dumps({"ansible_python_interpreter": sys.executable, **variables}),
                           *(["--check"] if check else [])],
@@ -61,8 +64,25 @@ def failures(results: dict[str, dict]) -> list[str]:
 
 
 # --- Kafka tarball -------------------------------------------------------------------------------
-KAFKA_TASK = ("roles/kafka/tasks/install.yml", "Install the Kafka release")
+# The role reads both stamps with one probe (kafka_host_probe) before the blocks; its defaults
+# and vars give the stamps' paths and texts.
+KAFKA_FILE = "roles/kafka/tasks/install.yml"
+PROBE = "Read what the node already has (stamps, symlink, metadata, TLS files, unit, private address)"
+KAFKA_TASK = (KAFKA_FILE, "Install the Kafka release")
 KAFKA_HASH = "Checksum the tarball (the official release's algorithm, and sha256 for the Maven rebuild)"
+KAFKA_VARS = ["roles/kafka/defaults/main.yml", "roles/kafka/vars/main.yml"]
+
+
+def run_kafka(tmp_path: Path, block: tuple[str, str], variables: dict, *, check: bool = False) -> dict[str, dict]:
+    """The role's probe, then the block, with the role's defaults and vars under `variables`."""
+    task = {"name": "kafka", "block": [role_task(KAFKA_FILE, PROBE), role_task(*block)]}
+    return run(tmp_path, task, variables, check=check, vars_files=KAFKA_VARS)
+
+
+def probe_vars(tmp_path: Path) -> dict:
+    """What the probe reads besides the stamps, kept inside tmp_path (no TLS, no private address)."""
+    return {"cryptomon_kafka_plaintext": True, "cryptomon_kafka_jmx_exporter_address": "127.0.0.1",
+            "kafka_metadata_dir": str(tmp_path / "meta")}
 
 
 @pytest.fixture
@@ -77,8 +97,8 @@ def kafka(tmp_path: Path) -> dict:
     (tmp_path / "cache" / "kafka").mkdir(parents=True)
     (tmp_path / "cache" / "kafka" / "kafka_2.13-9.9.9.tgz").write_bytes(tarball)
     install = tmp_path / "opt" / "kafka"
-    (install / "dist").mkdir(parents=True)
-    return {"cryptomon_airgapped": True, "cryptomon_artifact_cache": str(tmp_path / "cache"),
+    return {**probe_vars(tmp_path), "cryptomon_kafka_jmx_exporter_enabled": False,
+            "cryptomon_airgapped": True, "cryptomon_artifact_cache": str(tmp_path / "cache"),
             "kafka_install_dir": str(install), "kafka_archive_name": "kafka_2.13-9.9.9.tgz",
             "kafka_release_dir": str(install / "kafka_2.13-9.9.9"), "kafka_archive_url": "https://invalid/",
             "kafka_release": {"archive_checksum": "sha512:" + hashlib.sha512(tarball).hexdigest(),
@@ -90,20 +110,21 @@ def kafka_stamp(kafka: dict) -> Path:
 
 
 def test_the_tarball_is_verified_unpacked_and_stamped_once(tmp_path: Path, kafka: dict) -> None:
-    first = run(tmp_path, role_task(*KAFKA_TASK), kafka)
+    # a fresh host: the install and download dirs are made by the block itself
+    first = run_kafka(tmp_path, KAFKA_TASK, kafka)
     assert not failures(first)
-    assert {"Copy the Kafka tarball from the controller's artifact cache", "Unpack the Kafka release",
-            "Stamp the verified tarball"} <= set(changed(first))
+    assert {"Create install and download dirs", "Copy the Kafka tarball from the controller's artifact cache",
+            "Unpack the Kafka release", "Stamp the verified tarball"} <= set(changed(first))
     assert kafka["kafka_release"]["archive_checksum"] in kafka_stamp(kafka).read_text()
     assert (Path(kafka["kafka_release_dir"]) / "libs" / "kafka-clients-9.9.9.jar").exists()
     for check in (False, True):
-        again = run(tmp_path, role_task(*KAFKA_TASK), kafka, check=check)
-        assert done(again) == ["Read the tarball's verification stamp (only while its release is unpacked)"]
+        again = run_kafka(tmp_path, KAFKA_TASK, kafka, check=check)
+        assert done(again) == [PROBE]
         assert changed(again) == []
 
 
 def test_without_a_valid_stamp_the_tarball_is_verified_again(tmp_path: Path, kafka: dict) -> None:
-    run(tmp_path, role_task(*KAFKA_TASK), kafka)
+    run_kafka(tmp_path, KAFKA_TASK, kafka)
 
     def tampered() -> None:
         kafka_stamp(kafka).write_text("anything\n")
@@ -119,7 +140,7 @@ def test_without_a_valid_stamp_the_tarball_is_verified_again(tmp_path: Path, kaf
 
     for damage in (tampered, no_stamp, no_unpacked_release):
         damage()
-        results = run(tmp_path, role_task(*KAFKA_TASK), kafka)
+        results = run_kafka(tmp_path, KAFKA_TASK, kafka)
         assert not failures(results), damage.__name__
         assert KAFKA_HASH in done(results), damage.__name__
         assert "Verify the tarball against the pinned checksums" in done(results)
@@ -128,16 +149,16 @@ def test_without_a_valid_stamp_the_tarball_is_verified_again(tmp_path: Path, kaf
 
 
 def test_another_pinned_checksum_verifies_again_and_refuses_a_mismatch(tmp_path: Path, kafka: dict) -> None:
-    run(tmp_path, role_task(*KAFKA_TASK), kafka)
+    run_kafka(tmp_path, KAFKA_TASK, kafka)
     pinned = {**kafka, "kafka_release": {"archive_checksum": "sha512:" + "1" * 128, "maven_dist_sha256": "2" * 64}}
-    msgs = failures(run(tmp_path, role_task(*KAFKA_TASK), pinned))
+    msgs = failures(run_kafka(tmp_path, KAFKA_TASK, pinned))
     assert msgs and "Refusing to install it" in msgs[0]
     # the stamp still names what was verified, not the new pin
     assert "1" * 128 not in kafka_stamp(kafka).read_text()
 
 
 # --- JMX exporter agent --------------------------------------------------------------------------
-AGENT_TASK = ("roles/kafka/tasks/install.yml", "Install the Prometheus JMX exporter agent")
+AGENT_TASK = (KAFKA_FILE, "Install the Prometheus JMX exporter agent")
 AGENT = b"PK\x03\x04 jmx agent"
 
 
@@ -146,7 +167,8 @@ def agent(tmp_path: Path) -> dict:
     (tmp_path / "cache" / "kafka").mkdir(parents=True)
     (tmp_path / "cache" / "kafka" / "agent-1.0.jar").write_bytes(AGENT)
     agent_dir = tmp_path / "opt" / "kafka" / "jmx-exporter"
-    return {"cryptomon_airgapped": True, "cryptomon_artifact_cache": str(tmp_path / "cache"),
+    return {**probe_vars(tmp_path), "kafka_install_dir": str(tmp_path / "opt" / "kafka"),
+            "cryptomon_airgapped": True, "cryptomon_artifact_cache": str(tmp_path / "cache"),
             "cryptomon_kafka_jmx_exporter_enabled": True, "kafka_jmx_exporter_jar": "agent-1.0.jar",
             "kafka_jmx_exporter_dir": str(agent_dir), "kafka_jmx_exporter_path": str(agent_dir / "agent-1.0.jar"),
             "kafka_jmx_exporter_url": "https://invalid/",
@@ -154,18 +176,18 @@ def agent(tmp_path: Path) -> dict:
 
 
 def test_the_agent_is_verified_once_and_again_for_another_checksum(tmp_path: Path, agent: dict) -> None:
-    first = run(tmp_path, role_task(*AGENT_TASK), agent)
+    first = run_kafka(tmp_path, AGENT_TASK, agent)
     assert not failures(first) and "Stamp the verified agent" in changed(first)
-    again = run(tmp_path, role_task(*AGENT_TASK), agent)
-    assert done(again) == ["Read the agent's verification stamp (only while the agent is there)"]
-    msgs = failures(run(tmp_path, role_task(*AGENT_TASK), {**agent, "kafka_jmx_exporter_sha256": "3" * 64}))
+    again = run_kafka(tmp_path, AGENT_TASK, agent)
+    assert done(again) == [PROBE]
+    msgs = failures(run_kafka(tmp_path, AGENT_TASK, {**agent, "kafka_jmx_exporter_sha256": "3" * 64}))
     assert msgs and "Refusing to run Kafka with it" in msgs[0]
 
 
 def test_a_missing_agent_is_copied_again(tmp_path: Path, agent: dict) -> None:
-    run(tmp_path, role_task(*AGENT_TASK), agent)
+    run_kafka(tmp_path, AGENT_TASK, agent)
     Path(agent["kafka_jmx_exporter_path"]).unlink()
-    results = run(tmp_path, role_task(*AGENT_TASK), agent)
+    results = run_kafka(tmp_path, AGENT_TASK, agent)
     assert "Copy the agent from the controller's artifact cache" in changed(results)
     assert Path(agent["kafka_jmx_exporter_path"]).read_bytes() == AGENT
 
