@@ -3,14 +3,13 @@ file (the worked example of docs/security.md), generated passwords for what the 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,17 +53,11 @@ def test_vault_workflow_passwords_from_the_vault_and_generated_for_the_rest(tmp_
     subprocess.run([str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(pw_file), str(vault)],
                    check=True, capture_output=True)
     assert vault.read_text().startswith("$ANSIBLE_VAULT;")
-    book = tmp_path / "play.yml"
-    book.write_text(PLAY)
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_LOCALHOST_WARNING": "false"}
-    res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(book), "--vault-password-file",
-                          str(pw_file), "-e", json.dumps({"cryptomon_state_dir": str(tmp_path / "state"),
-                                                          "ansible_python_interpreter": sys.executable})],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    hashes = out["plays"][0]["tasks"][-1]["hosts"]["kbrk-1"]["msg"]
+    res = run_playbook(PLAY, workdir=tmp_path, inventory=inv, json_output=True,
+                       extra_vars={"cryptomon_state_dir": str(tmp_path / "state"),
+                                   "ansible_python_interpreter": sys.executable},
+                       args=["--vault-password-file", str(pw_file)]).assert_ok()
+    hashes = res.json["plays"][0]["tasks"][-1]["hosts"]["kbrk-1"]["msg"]
     import hashlib
 
     def sha(text: str) -> str:

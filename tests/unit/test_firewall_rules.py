@@ -3,17 +3,15 @@ need it, and every host's rules accepted by nft's own parser (nft -c)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptomon.producer.registry import describe
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_firewall.yml"
@@ -29,12 +27,8 @@ EXCHANGES = [e["name"] for e in REGISTRY]
 def render(out: Path, inventory: Path, **extra: object) -> dict[str, str]:
     """Each host's rules; the services host's exchange registry as the services play leaves it."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     variables = {"render_out": str(out), "cryptomon_firewall": True, "cryptomon_services_registry": REGISTRY, **extra}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                          str(PLAYBOOK), "-e", json.dumps(variables)],
-                         env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_playbook(PLAYBOOK, inventory=inventory, extra_vars=variables).assert_ok()
     return {f.stem: f.read_text() for f in out.glob("*.nft")}
 
 

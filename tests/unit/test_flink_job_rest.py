@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "roles" / "flink_jobs" / "library" / "flink_job.py"
@@ -215,8 +216,6 @@ def test_the_keeper_files_hold_what_the_kept_jobs_ran_with_and_the_keeper_accept
     pytest.importorskip("ansible")
     import os
 
-    import yaml
-
     fake, url = fake_flink
     version = "c0ffee" * 10
     # "counter" runs at the deployed version; "other" is disabled and runs nowhere.
@@ -246,21 +245,13 @@ def test_the_keeper_files_hold_what_the_kept_jobs_ran_with_and_the_keeper_accept
         "flink_jobs_restore": True, "flink_jobs_force": False, "flink_jobs_submit_user": "root",
         "flink_jobs_submit_timeout": 300, "flink_jobs_start_timeout": 30, "flink_jobs_savepoint_timeout": 600,
     }
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
-                                         "tasks": role_tasks(KEEP, RECORD)}]))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json",
-           "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LIBRARY": os.pathsep.join(str(REPO / "roles" / r / "library") for r in ("cryptomon", "flink_jobs")),
+    plays = [{"hosts": "localhost", "gather_facts": False, "tasks": role_tasks(KEEP, RECORD)}]
+    env = {"ANSIBLE_LIBRARY": os.pathsep.join(str(REPO / "roles" / r / "library") for r in ("cryptomon", "flink_jobs")),
            "ANSIBLE_ACTION_PLUGINS": str(REPO / "roles" / "cryptomon" / "action_plugins")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", f"@{tmp_path / 'extra.json'}", str(playbook)]
 
     def play() -> dict:
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, check=False, timeout=300)
-        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
-        return {t["task"]["name"]: t["hosts"]["localhost"] for t in json.loads(res.stdout)["plays"][0]["tasks"]}
+        res = run_playbook(plays, workdir=tmp_path, extra_vars=extra, env=env, args=["-c", "local"], json_output=True)
+        return res.assert_ok().task_results()
 
     assert play()[RECORD]["changed"]
     assert not play()[RECORD]["changed"]  # the re-run: the same parameters, nothing written

@@ -4,13 +4,11 @@ nothing to do on a re-run (issue 15, operations speed)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 SUBMIT = REPO / "roles" / "flink_jobs" / "tasks" / "submit.yml"
@@ -26,22 +24,14 @@ def keeper_cleanup_tasks() -> list[dict]:
     return [by_name[FIND], by_name[REMOVE]]
 
 
-def run(tmp_path: Path, job_dir: Path, *options: str) -> dict:
+def run(tmp_path: Path, job_dir: Path, *, check: bool = False) -> dict:
     """Run the two tasks on localhost; the play's stats per task."""
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "hosts": "localhost", "gather_facts": False, "tasks": keeper_cleanup_tasks(),
-        "vars": {"flink_jobs_dir": str(job_dir),
-                 "flink_jobs_list": [{"name": "anomaly_detector"}, {"name": "quote_arbitrage"}]},
-    }]))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json",
-           "ANSIBLE_CALLBACKS_ENABLED": ""}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *options]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, check=False, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    return {t["task"]["name"]: t["hosts"]["localhost"] for t in out["plays"][0]["tasks"]}
+    plays = [{"hosts": "localhost", "gather_facts": False, "tasks": keeper_cleanup_tasks(),
+              "vars": {"flink_jobs_dir": str(job_dir),
+                       "flink_jobs_list": [{"name": "anomaly_detector"}, {"name": "quote_arbitrage"}]}}]
+    res = run_playbook(plays, workdir=tmp_path, extra_vars={"ansible_python_interpreter": sys.executable},
+                       check=check, args=["-c", "local"], json_output=True)
+    return res.assert_ok().task_results()
 
 
 def test_old_keeper_files_go_the_rest_stays_and_a_rerun_has_nothing_to_do(tmp_path):
@@ -53,7 +43,7 @@ def test_old_keeper_files_go_the_rest_stays_and_a_rerun_has_nothing_to_do(tmp_pa
     for name in old + kept:
         (job_dir / name).write_text("x")
 
-    checked = run(tmp_path, job_dir, "--check")
+    checked = run(tmp_path, job_dir, check=True)
     assert checked[REMOVE]["changed"]
     assert sorted(p.name for p in job_dir.iterdir()) == sorted(old + kept)  # check mode: nothing removed
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from unit.playbook_runner import PlaybookRun, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "roles" / "flink_jobs" / "tasks" / "deploy.yml"
@@ -20,20 +19,15 @@ CHECKSUM = "Checksum the job sources on the controller"
 CHECK = "Check that every job source exists on the controller"
 
 
-def run(tmp_path: Path, src_dir: Path, selected: list[dict]) -> subprocess.CompletedProcess:
+def run(tmp_path: Path, src_dir: Path, selected: list[dict]) -> PlaybookRun:
     by_name = {t.get("name"): t for t in yaml.safe_load(DEPLOY.read_text())}
     tasks = [by_name[CHECKSUM], by_name[CHECK],
              {"name": "Show", "ansible.builtin.copy": {
                  "content": "{{ flink_jobs_sources | to_json }}", "dest": str(tmp_path / "sources.json")}}]
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
-    (tmp_path / "extra.json").write_text(json.dumps({
-        "flink_jobs_src_dir": str(src_dir), "flink_jobs_selected": selected,
-        "ansible_python_interpreter": sys.executable}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_CALLBACKS_ENABLED": ""}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", f"@{tmp_path / 'extra.json'}", str(playbook)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, check=False, timeout=300)
+    variables = {"flink_jobs_src_dir": str(src_dir), "flink_jobs_selected": selected,
+                 "ansible_python_interpreter": sys.executable}
+    return run_playbook([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], workdir=tmp_path,
+                        extra_vars=variables, args=["-c", "local"])
 
 
 def test_checksums_are_the_sha256_of_the_bytes_of_every_source_once(tmp_path):
@@ -50,7 +44,7 @@ def test_checksums_are_the_sha256_of_the_bytes_of_every_source_once(tmp_path):
     selected = [{"name": "a", "file": "job_a.py", "pyfs": ["lib/common.py", "lib/deps.zip"]},
                 {"name": "b", "file": "job_b.py", "pyfs": ["lib/common.py"]}]
     res = run(tmp_path, src, selected)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res.assert_ok()
     results = json.loads((tmp_path / "sources.json").read_text())["results"]
     assert [r["item"] for r in results] == ["job_a.py", "job_b.py", "lib/common.py", "lib/deps.zip"]
     for r in results:
@@ -64,7 +58,7 @@ def test_a_missing_source_stops_the_play_with_its_name(tmp_path):
     (src / "job_a.py").write_text("pass\n")
     (src / "a_dir.py").mkdir()
     res = run(tmp_path, src, [{"name": "a", "file": "job_a.py", "pyfs": ["gone.py"]}])
-    assert res.returncode != 0
+    assert res.rc != 0
     assert f"{src}/gone.py is missing (set flink_jobs_src_dir or fix flink_jobs_list)" in res.stdout
     res = run(tmp_path, src, [{"name": "a", "file": "a_dir.py"}])
-    assert res.returncode != 0 and f"{src}/a_dir.py is missing" in res.stdout
+    assert res.rc != 0 and f"{src}/a_dir.py is missing" in res.stdout
