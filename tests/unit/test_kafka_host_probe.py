@@ -1,7 +1,7 @@
 """The kafka role reads what a converge with nothing to do only looks at in one round trip
 (kafka_host_probe: stamps, current symlink, metadata, keystore and CA file, unit state, private
 address) and installs its dirs, configuration, client settings and unit as one cryptomon_files
-set. Checked here: the module's answers (the address exactly as setup parses it), the keystore
+set. Checked here: the module's answers (the address fact exactly as setup's), the keystore
 check against what the role's own TLS tasks write, the tasks each answer skips, and that only the
 set's files Kafka reads reach the rolling restart's handlers, only when they change."""
 
@@ -130,9 +130,9 @@ def test_a_copy_matches_only_byte_for_byte(tmp_path: Path, pem: dict[str, Any]) 
 
 
 class FakeModule:
-    """run_command answers with fixed output, as AnsibleModule's would."""
+    """get_bin_path and run_command answering as AnsibleModule's would, with fixed output."""
 
-    def __init__(self, out: str, rc: int = 0, binary: str | None = "/usr/sbin/ip") -> None:
+    def __init__(self, out: str, rc: int = 0, binary: str | None = "/usr/bin/systemctl") -> None:
         self.out, self.rc, self.binary, self.calls = out, rc, binary, []
 
     def get_bin_path(self, name: str, *_: Any, **__: Any) -> str | None:
@@ -143,41 +143,44 @@ class FakeModule:
         return self.rc, self.out, ""
 
 
-ROUTES = [
-    "8.8.8.8 via 192.0.2.1 dev eth0 src 192.0.2.2 uid 0 \n    cache \n",
-    "8.8.8.8 dev wg0 table 51820 src 10.7.0.3 uid 0 \n    cache \n",
-    "8.8.8.8 via 10.0.0.1 dev ens3 proto dhcp src 10.0.0.17 metric 100 \n",
-    "RTNETLINK answers: Network is unreachable\n",
-    "",
-    "local 8.8.8.8 dev lo src 127.0.0.1\n",
-]
+def test_the_private_address_is_the_fact_setup_gathers(tmp_path: Path) -> None:
+    """On this machine: the probe's ansible_default_ipv4 and setup's, side by side."""
+    plays = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [
+        {"name": "setup", "ansible.builtin.setup": {"gather_subset": ["!all", "!min", "network"],
+                                                    "filter": ["ansible_default_ipv4"]}, "register": "by_setup"},
+        {"name": "probe", "kafka_host_probe": {"default_ipv4": True}, "register": "by_probe"},
+        {"name": "compare", "ansible.builtin.debug": {"msg": "{{ [by_setup.ansible_facts.ansible_default_ipv4,"
+                                                              " by_probe.ansible_facts.ansible_default_ipv4] }}"}},
+    ]}, {"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [
+        # a later play (the flink role's) finds the fact of this run
+        {"name": "the fact", "ansible.builtin.debug": {
+            "msg": "{{ [ansible_default_ipv4.address | default(''),"
+                   " ansible_facts.default_ipv4.address | default('')] }}"}},
+    ]}]
+    variables = {"ansible_python_interpreter": sys.executable}
+    out = playbook(tmp_path, plays, "-i", "localhost,", "-e", json.dumps(variables))
+    assert not failures(out), failures(out)
+    by_setup, by_probe = results(out)["compare"]["msg"]
+    if not by_setup.get("address"):
+        pytest.skip("this machine has no IPv4 default route: nothing to compare")
+    assert by_probe == by_setup
+    assert results(out)["the fact"]["msg"] == [by_setup.get("address", "")] * 2
 
 
-@pytest.mark.parametrize("out", ROUTES)
-def test_the_private_address_is_the_one_setup_finds(out: str) -> None:
-    from ansible.module_utils.facts.network.linux import LinuxNetwork
-
-    ours = probe.default_ipv4_address(FakeModule(out))
-    setup_module = FakeModule(out)
-    setup_v4, _ = LinuxNetwork(setup_module).get_default_interfaces("/usr/sbin/ip")
-    assert ours == setup_v4.get("address", "")
-    assert setup_module.calls[0] == ["/usr/sbin/ip", "-4", "route", "get", "8.8.8.8"]
-
-
-def test_no_ip_binary_means_no_address() -> None:
-    assert probe.default_ipv4_address(FakeModule("8.8.8.8 src 1.2.3.4", binary=None)) == ""
+def test_no_ip_binary_means_no_fact_as_with_setup() -> None:
+    assert probe.default_ipv4(FakeModule("", binary=None)) is None
 
 
 def test_unit_states_come_from_one_systemctl_show() -> None:
     show = ("Id=kafka.service\nActiveState=active\nUnitFileState=enabled\n\n"
             "Id=other.service\nActiveState=inactive\nUnitFileState=\n")
-    module = FakeModule(show, binary="/usr/bin/systemctl")
+    module = FakeModule(show)
     states = probe.unit_states(module, ["kafka.service", "other.service"])
     assert states == {"kafka.service": {"ActiveState": "active", "UnitFileState": "enabled"},
                       "other.service": {"ActiveState": "inactive", "UnitFileState": ""}}
     assert module.calls[0][-2:] == ["kafka.service", "other.service"]
     # no systemd (a container, a controller): no answer, the role's start task then runs
-    assert probe.unit_states(FakeModule("", rc=1, binary="/usr/bin/systemctl"), ["kafka.service"]) == {}
+    assert probe.unit_states(FakeModule("", rc=1), ["kafka.service"]) == {}
 
 
 def test_bad_specs_are_named() -> None:
@@ -230,7 +233,7 @@ def test_the_key_is_read_and_the_keystore_written_only_when_they_differ(tmp_path
     assert ran(again) == [PROBE_TASK]
     assert results(again)[PROBE_TASK]["matches"] == {"keystore": True, "truststore": True}
     # the private address was not asked for: the exporter is off
-    assert results(again)[PROBE_TASK]["default_ipv4_address"] == ""
+    assert "ansible_default_ipv4" not in results(again)[PROBE_TASK].get("ansible_facts", {})
     # a renewed certificate, then a keystore opened up: written again, the node restarted
     Path(pem["parts"][1]).write_text("-----BEGIN CERTIFICATE-----\nRENEWED\n-----END CERTIFICATE-----\n")
     renewed = converge()
@@ -301,8 +304,9 @@ def test_only_changed_files_kafka_reads_reach_the_restart_handlers(tmp_path: Pat
         "kafka_metadata_dir": str(root / "var" / "meta"), "kafka_data_dirs": [str(root / "var" / "data")],
         "kafka_unit_file": str(root / "systemd" / "kafka.service"),
         "kafka_unit_dropin_dir": str(root / "systemd" / "kafka.service.d"),
-        # the probe's answers: TLS files as wanted (this test is about the set), an address
-        "kafka_host_state": {"default_ipv4_address": "192.0.2.2", "matches": {"keystore": True, "truststore": True}},
+        # the probe's answers: TLS files as wanted (this test is about the set), the address fact
+        "kafka_host_state": {"matches": {"keystore": True, "truststore": True}},
+        "ansible_default_ipv4": {"address": "192.0.2.2"},
         # the rolling restart then has no node to restart here (each would be "just started")
         "kafka_just_started": True,
     }

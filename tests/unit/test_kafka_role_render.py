@@ -130,9 +130,9 @@ def test_bad_inventories_fail_with_a_clear_message(tmp_path, hosts, message):
 
 def kafka_env(tmp_path: Path, *extra: str) -> dict[str, dict[str, str]]:
     """Each host's kafka.env, rendered for inventory/example with a private address of 10.9.9.9
-    (what the role's probe, install.yml, reads on a host)."""
+    (the facts the role gathers on a host)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    facts = json.dumps({"kafka_host_state": {"default_ipv4_address": "10.9.9.9"}})
+    facts = json.dumps({"ansible_default_ipv4": {"address": "10.9.9.9"}})
     render(tmp_path, REPO / "inventory" / "example", "-e", facts, *extra)
     return {f.stem: dict(line.split("=", 1) for line in f.read_text().splitlines() if line and not line.startswith("#"))
             for f in (tmp_path / "out").glob("*.env")}

@@ -10,7 +10,7 @@ short_description: One round trip for the reads of a converge with nothing to do
 description:
   - A re-run of the kafka role changes nothing on a node that is as it should be, yet it used to
     ask the node one question per task (the stamps, the current symlink, the metadata, the TLS
-    files, the unit's state, the default route): about 0.6 s each. This module answers them all
+    files, the unit's state, a setup call for the default route): about 0.6 s each. This module answers them all
     at once; the role's tasks then run only when an answer says there is work.
   - It only reads: it never changes anything and runs in check mode too. No file content is
     returned for C(matches) (the key stays on the host): only whether the file is as wanted.
@@ -40,8 +40,9 @@ options:
     default: []
   default_ipv4:
     description:
-      - Find the IPv4 source address of the default route the way C(setup) finds
-        C(ansible_default_ipv4.address) (C(ip -4 route get 8.8.8.8)).
+      - Return the fact C(ansible_default_ipv4) as C(setup) gathers it (its own network
+        collector: the default route's interface, source address, gateway, netmask...), so the
+        role needs no setup call and later roles on this host find the fact of this run.
     type: bool
     default: false
 author: cryptomon
@@ -55,10 +56,10 @@ units:
   description: unit -> {ActiveState, UnitFileState}; empty when systemctl cannot answer.
   returned: always
   type: dict
-default_ipv4_address:
-  description: the default route's source address, empty when not asked or there is none.
-  returned: always
-  type: str
+ansible_facts:
+  description: C(ansible_default_ipv4) as setup's, when asked and C(ip) is there ({} without a default route).
+  returned: when default_ipv4 is true
+  type: dict
 """
 
 import grp
@@ -68,9 +69,8 @@ import stat
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.facts.network.linux import LinuxNetwork
 
-# setup's probe for the default IPv4 route (module_utils/facts/network/linux.py).
-ROUTE_PROBE = "8.8.8.8"
 UNIT_PROPERTIES = ("Id", "ActiveState", "UnitFileState")
 
 
@@ -166,20 +166,12 @@ def unit_states(module: AnsibleModule, units: list[str]) -> dict[str, dict[str, 
     return states
 
 
-def default_ipv4_address(module: AnsibleModule) -> str:
-    """The `src` of `ip -4 route get 8.8.8.8`, parsed as setup parses it."""
-    ip = module.get_bin_path("ip")
-    if not ip:
-        return ""
-    _, out, _ = module.run_command([ip, "-4", "route", "get", ROUTE_PROBE], errors="surrogate_then_replace")
-    lines = out.splitlines()
-    words = lines[0].split() if lines else []
-    if not words or words[0] != ROUTE_PROBE:
-        return ""
-    for i in range(len(words) - 1):
-        if words[i] == "src":
-            return words[i + 1]
-    return ""
+def default_ipv4(module: AnsibleModule) -> dict[str, Any] | None:
+    """setup's ansible_default_ipv4 (its Linux network collector); None without `ip`, where setup
+    has no such fact either."""
+    if not module.get_bin_path("ip"):
+        return None
+    return dict(LinuxNetwork(module).populate().get("default_ipv4", {}))
 
 
 def check_specs(module: AnsibleModule) -> None:
@@ -209,14 +201,18 @@ def main() -> None:
     )
     check_specs(module)
     params = module.params
-    module.exit_json(
-        changed=False,
-        files={name: read_text(str(spec["path"]), spec.get("while")) for name, spec in params["files"].items()},
-        links={name: link_target(str(path)) for name, path in params["links"].items()},
-        matches={name: matches(spec) for name, spec in params["matches"].items()},
-        units=unit_states(module, params["units"]),
-        default_ipv4_address=default_ipv4_address(module) if params["default_ipv4"] else "",
-    )
+    result: dict[str, Any] = {
+        "changed": False,
+        "files": {name: read_text(str(spec["path"]), spec.get("while")) for name, spec in params["files"].items()},
+        "links": {name: link_target(str(path)) for name, path in params["links"].items()},
+        "matches": {name: matches(spec) for name, spec in params["matches"].items()},
+        "units": unit_states(module, params["units"]),
+    }
+    if params["default_ipv4"]:
+        route = default_ipv4(module)
+        # setup's key: the fact lands as ansible_facts.default_ipv4 and ansible_default_ipv4
+        result["ansible_facts"] = {} if route is None else {"ansible_default_ipv4": route}
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
