@@ -2,7 +2,8 @@
 it there, the quote arbitrage job's default), once: a second run changes nothing and asks for no
 restart; the link of an older version goes; a wheel without the jar stops the role with a
 message naming the fix; switched off, lib/ is left without it. Run against a FLINK_HOME in the
-test's tmp dir (tasks/python_jar.yml, the part of the role that does it)."""
+test's tmp dir (tasks/flink_home.yml, the one look at FLINK_HOME, then tasks/python_jar.yml, the
+part of the role that acts on it)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ PLAY = """\
       ansible.builtin.include_vars:
         file: "{role}/{{{{ item }}}}/main.yml"
       loop: [defaults, vars]
+    - name: The role's look at FLINK_HOME
+      ansible.builtin.include_tasks: "{role}/tasks/flink_home.yml"
     - name: The role's flink-python tasks
       ansible.builtin.include_tasks: "{role}/tasks/python_jar.yml"
   handlers:
@@ -40,7 +43,7 @@ def run(tmp_path: Path, home: Path, **extra: object) -> dict:
     book = tmp_path / "play.yml"
     book.write_text(PLAY.format(role=REPO / "roles" / "flink"))
     variables = {"ansible_python_interpreter": sys.executable, "flink_home": str(home), "flink_version": "2.2.1",
-                 "cryptomon_flink_prometheus_enabled": False, **extra}
+                 "cryptomon_flink_prometheus_enabled": False, "cryptomon_flink_plaintext": True, **extra}
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
     res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book),
@@ -78,9 +81,22 @@ def test_the_jar_is_linked_into_lib_once(tmp_path: Path, home: Path) -> None:
     link = home / "lib" / "flink-python-2.2.1.jar"
     assert link.is_symlink() and link.resolve() == (home / "opt" / "flink-python-2.2.1.jar").resolve()
     assert changed(first) == ["Link flink-python into lib/ (PyFlink thread mode)"]
-    # a second converge: nothing to do, so no restart is asked for
-    assert changed(run(tmp_path, home)) == []
+    # a second converge: nothing to do, so no restart is asked for, and the look at FLINK_HOME
+    # showed the link as wanted: the link task does not even contact the host
+    again = run(tmp_path, home)
+    assert changed(again) == []
+    assert tasks(again)["Link flink-python into lib/ (PyFlink thread mode)"].get("skipped")
     assert sorted(p.name for p in (home / "lib").iterdir()) == ["flink-dist-2.2.1.jar", "flink-python-2.2.1.jar"]
+
+
+def test_a_link_pointing_elsewhere_is_put_back(tmp_path: Path, home: Path) -> None:
+    run(tmp_path, home)
+    link = home / "lib" / "flink-python-2.2.1.jar"
+    link.unlink()
+    link.symlink_to(home / "opt" / "flink-python-2.1.0.jar.old")
+    out = run(tmp_path, home)
+    assert changed(out) == ["Link flink-python into lib/ (PyFlink thread mode)"]
+    assert link.resolve() == (home / "opt" / "flink-python-2.2.1.jar").resolve()
 
 
 def test_the_link_of_an_older_version_goes(tmp_path: Path, home: Path) -> None:

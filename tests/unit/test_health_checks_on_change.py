@@ -83,7 +83,9 @@ ROLE_CASES: dict[str, dict[str, Any]] = {
                   "Wait until each process's PrometheusReporter answers"],
         "notify": ["Restart flink"],
         "vars": {"flink_components": ["jobmanager", "taskmanager"], "flink_is_jobmanager": True,
-                 "flink_is_taskmanager": True, "cryptomon_flink_prometheus_enabled": True},
+                 "flink_is_taskmanager": True, "cryptomon_flink_prometheus_enabled": True,
+                 # the role starts only the units its state read found not active or not enabled
+                 "flink_components_to_start": "{{ flink_components if scenario.started | default(false) else [] }}"},
     },
     "monitoring": {
         "file": "service.yml", "start": "Start and enable Prometheus and Alertmanager",
