@@ -4,13 +4,11 @@ that changed run. Real ansible-playbook runs on this machine, with real handlers
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from unit.playbook_runner import run_playbook
 
 PLAY = """\
 - hosts: localhost
@@ -55,14 +53,8 @@ def book(tmp_path: Path) -> Path:
 
 
 def run(book: Path, **variables: object) -> tuple[dict, list[str]]:
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
     extra = {"ansible_python_interpreter": sys.executable, "a": 1, "b": 1, "limit": 5, **variables}
-    res = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book),
-         "-e", json.dumps(extra)],
-        env=env, capture_output=True, text=True, cwd=book.parent, timeout=120, check=False)
-    out = json.loads(res.stdout[res.stdout.find("{\n"):])
+    out = run_playbook(book, workdir=book.parent, extra_vars=extra, json_output=True).json
     tasks = out["plays"][0]["tasks"]
     handlers_run = [t["hosts"]["localhost"]["msg"] for t in tasks[2:]]
     return tasks[0]["hosts"]["localhost"], handlers_run

@@ -5,16 +5,15 @@ a JobManager and a TaskManager serves both; rendered for whole inventories witho
 from __future__ import annotations
 
 import io
-import json
 import os
 import shlex
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_flink.yml"
@@ -27,11 +26,7 @@ def render(tmp_path: Path, inventory: Path, **extra: object) -> Path:
     # local whatever the inventory says (the sandbox names docker containers)
     variables = {"render_out": str(out), "cryptomon_state_dir": str(tmp_path / "state"), "ansible_connection": "local",
                  "ansible_python_interpreter": sys.executable, **extra}
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
-           "-e", json.dumps(variables)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_playbook(PLAYBOOK, inventory=inventory, extra_vars=variables).assert_ok()
     return out
 
 

@@ -3,11 +3,10 @@ a local path that is not declared shared storage."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAY = """\
@@ -24,15 +23,10 @@ PLAY = """\
 
 
 def run(tmp_path: Path, extra: dict) -> dict:
-    book = tmp_path / "play.yml"
-    book.write_text(PLAY)
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_ROLES_PATH": str(REPO / "roles")}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
-                          "-i", str(REPO / "inventory" / "example"), str(book), "--check",
-                          "-e", json.dumps({"ansible_python_interpreter": sys.executable, **extra})],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
-    return json.loads(res.stdout)
+    variables = {"ansible_python_interpreter": sys.executable, **extra}
+    res = run_playbook(PLAY, workdir=tmp_path, inventory=REPO / "inventory" / "example", extra_vars=variables,
+                       check=True, json_output=True)
+    return res.json
 
 
 def failures(out: dict) -> list[str]:

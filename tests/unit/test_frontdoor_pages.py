@@ -4,15 +4,13 @@ is also a monitoring host, and nowhere else."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_frontdoor.yml"
@@ -21,12 +19,8 @@ PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_frontdoor.yml"
 def render(tmp_path: Path, inventory: Path, **extra: object) -> dict[str, str]:
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     variables = {"render_out": str(out), "ansible_python_interpreter": sys.executable, **extra}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                          str(PLAYBOOK), "-e", json.dumps(variables)],
-                         env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_playbook(PLAYBOOK, inventory=inventory, extra_vars=variables).assert_ok()
     return {f.stem: f.read_text() for f in out.glob("*.conf")}
 
 

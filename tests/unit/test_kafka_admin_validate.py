@@ -3,23 +3,17 @@ one broker silently meant replication factor 1)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "validate_kafka_admin.yml"
 
 
 def run(inventory: Path) -> str:
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
-           "-e", f"cryptomon_templates_dir={REPO / 'templates'}"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return res.stdout
+    res = run_playbook(PLAYBOOK, inventory=inventory, extra_vars={"cryptomon_templates_dir": str(REPO / "templates")})
+    return res.assert_ok().stdout
 
 
 def test_one_broker_warns_that_topics_get_one_replica():

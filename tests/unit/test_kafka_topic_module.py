@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "kafka_admin"
@@ -346,24 +344,14 @@ def render_topics(tmp_path: Path, brokers: int, extra_vars: dict | None = None) 
         + "".join(f"kafka-{i} kafka_broker_port=9092\n" for i in range(brokers))
         + "[kafka:children]\nkafka_broker\n"
     )
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(RENDER_PLAYBOOK.format(
+    playbook = RENDER_PLAYBOOK.format(
         shared=REPO / "roles" / "cryptomon" / "defaults" / "main.yml",
         defaults=REPO / "roles" / "kafka_admin" / "defaults" / "main.yml",
         template=REPO / "templates" / "kafka" / "topics.yml.j2",
-    ))
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-           "-c", "local", str(playbook)]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
-    # Run from tmp_path with explicit settings: no ansible.cfg of the checkout applies.
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-                         check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+    )
+    res = run_playbook(playbook, workdir=tmp_path, inventory=inventory, extra_vars=extra_vars, args=["-c", "local"],
+                       json_output=True).assert_ok()
+    return res.json["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
 
 
 def test_template_renders_the_four_default_topics(tmp_path):

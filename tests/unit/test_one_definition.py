@@ -5,22 +5,19 @@ the ACLs, and its default name is written in one place only."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_one_value.yml"
 
 
 def render(tmp_path: Path, **extra: str) -> Path:
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
-           str(PLAYBOOK), "-e", json.dumps({"render_out": str(tmp_path), "ansible_python_interpreter": sys.executable,
-                                            "cryptomon_templates_dir": str(REPO / "templates"), **extra})]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    variables = {"render_out": str(tmp_path), "ansible_python_interpreter": sys.executable,
+                 "cryptomon_templates_dir": str(REPO / "templates"), **extra}
+    run_playbook(PLAYBOOK, inventory=REPO / "inventory" / "example", extra_vars=variables).assert_ok()
     return tmp_path
 
 
