@@ -6,80 +6,68 @@ play stops with one message before anything is installed or restarted."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from unit.playbook_runner import PlaybookRun, run_playbook
+
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "validate_services.yml"
-TEMPLATE = REPO / "templates" / "services" / "kafka.env.j2"
+# The lines of templates/services/kafka.env.j2 the tests replace, by variable.
+SHIPPED = {"KAFKA_BOOTSTRAP_SERVERS": "KAFKA_BOOTSTRAP_SERVERS={{ cryptomon_kafka_bootstrap_servers }}",
+           "KAFKA_SECURITY_PROTOCOL": "KAFKA_SECURITY_PROTOCOL={{ cryptomon_kafka_security_protocol }}"}
 
 
-def run(templates: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
-           str(PLAYBOOK), "-e", f"cryptomon_templates_dir={templates}",
-           "-e", f"ansible_python_interpreter={sys.executable}", *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
+def run(templates: Path, **extra: object) -> PlaybookRun:
+    variables = {"cryptomon_templates_dir": str(templates), "ansible_python_interpreter": sys.executable, **extra}
+    return run_playbook(PLAYBOOK, inventory=REPO / "inventory" / "example", extra_vars=variables)
 
 
-def templates_with(tmp_path: Path, old: str, new: str) -> Path:
-    """A copy of templates/ whose services/kafka.env.j2 has `old` replaced by `new`."""
+def templates_with(tmp_path: Path, line: str) -> Path:
+    """A copy of templates/ whose services/kafka.env.j2 has `line` instead of the shipped line of
+    the same variable."""
     templates = tmp_path / "templates"
     shutil.copytree(REPO / "templates", templates)
     kafka_env = templates / "services" / "kafka.env.j2"
     text = kafka_env.read_text()
-    assert old in text
-    kafka_env.write_text(text.replace(old, new))
+    shipped = SHIPPED[line.split("=", 1)[0]]
+    assert shipped in text
+    kafka_env.write_text(text.replace(shipped, line))
     return templates
 
 
-def test_the_shipped_template_passes() -> None:
-    res = run(REPO / "templates")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+@pytest.mark.parametrize(("line", "extra"), [
+    (None, {}),
+    (None, {"cryptomon_kafka_plaintext": True}),
+    ("KAFKA_BOOTSTRAP_SERVERS=proxy.example:9094", {}),
+], ids=["shipped-template", "plaintext-mode", "another-host-at-port-9094-is-not-a-kafka-listener"])
+def test_passes(tmp_path: Path, line: str | None, extra: dict) -> None:
+    res = run(templates_with(tmp_path, line) if line else REPO / "templates", **extra)
+    assert res.rc == 0, res.tail
 
 
-def test_plaintext_mode_passes() -> None:
-    res = run(REPO / "templates", "-e", "cryptomon_kafka_plaintext=true")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-
-
-def test_sasl_at_a_brokers_internal_port_fails_naming_template_address_and_variable(tmp_path: Path) -> None:
-    templates = templates_with(tmp_path, "KAFKA_BOOTSTRAP_SERVERS={{ cryptomon_kafka_bootstrap_servers }}",
-                               "KAFKA_BOOTSTRAP_SERVERS=kbrk-1:9092,kbrk-2:9094")
-    res = run(templates)
-    assert res.returncode != 0
-    out = " ".join(res.stdout.split())
-    assert f"{templates}/services/kafka.env.j2: KAFKA_BOOTSTRAP_SERVERS=kbrk-1:9092,kbrk-2:9094" in out
-    assert "KAFKA_SECURITY_PROTOCOL=SASL_SSL: kbrk-2:9094 is kbrk-2's internal listener" in out
-    assert "kbrk-1:9092 is" not in out
-    assert "client listener, port 9092" in out
-
-
-def test_sasl_at_a_controllers_port_by_address_fails(tmp_path: Path) -> None:
+# line of kafka.env.j2 -> what the failure says ({templates}: the templates dir), what it does not
+@pytest.mark.parametrize(("line", "said", "not_said"), [
+    ("KAFKA_BOOTSTRAP_SERVERS=kbrk-1:9092,kbrk-2:9094",
+     ["{templates}/services/kafka.env.j2: KAFKA_BOOTSTRAP_SERVERS=kbrk-1:9092,kbrk-2:9094",
+      "KAFKA_SECURITY_PROTOCOL=SASL_SSL: kbrk-2:9094 is kbrk-2's internal listener", "client listener, port 9092"],
+     ["kbrk-1:9092 is"]),
     # kctl-1's ansible_host in inventory/example
-    templates = templates_with(tmp_path, "KAFKA_BOOTSTRAP_SERVERS={{ cryptomon_kafka_bootstrap_servers }}",
-                               "KAFKA_BOOTSTRAP_SERVERS=10.0.1.11:9093")
+    ("KAFKA_BOOTSTRAP_SERVERS=10.0.1.11:9093", ["10.0.1.11:9093 is kctl-1's controller listener"], []),
+    ("KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+     ["KAFKA_SECURITY_PROTOCOL=PLAINTEXT: kbrk-1:9092 is kbrk-1's client listener (cryptomon_kafka_port, SASL_SSL)"],
+     []),
+], ids=["sasl-at-a-brokers-internal-port", "sasl-at-a-controllers-port-by-address",
+        "plaintext-at-the-tls-client-port"])
+def test_a_client_at_the_wrong_listener_fails_naming_template_address_and_variable(
+        tmp_path: Path, line: str, said: list[str], not_said: list[str]) -> None:
+    templates = templates_with(tmp_path, line)
     res = run(templates)
-    assert res.returncode != 0
-    assert "10.0.1.11:9093 is kctl-1's controller listener" in " ".join(res.stdout.split())
-
-
-def test_plaintext_at_the_tls_client_port_fails(tmp_path: Path) -> None:
-    templates = templates_with(tmp_path, "KAFKA_SECURITY_PROTOCOL={{ cryptomon_kafka_security_protocol }}",
-                               "KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
-    res = run(templates)
-    assert res.returncode != 0
+    assert res.rc != 0
     out = " ".join(res.stdout.split())
-    assert ("KAFKA_SECURITY_PROTOCOL=PLAINTEXT: kbrk-1:9092 is kbrk-1's client listener "
-            "(cryptomon_kafka_port, SASL_SSL)") in out
-
-
-def test_another_host_at_port_9094_is_not_a_kafka_listener(tmp_path: Path) -> None:
-    templates = templates_with(tmp_path, "KAFKA_BOOTSTRAP_SERVERS={{ cryptomon_kafka_bootstrap_servers }}",
-                               "KAFKA_BOOTSTRAP_SERVERS=proxy.example:9094")
-    res = run(templates)
-    assert res.returncode == 0, res.stdout[-3000:]
+    for text in said:
+        assert text.format(templates=templates) in out
+    for text in not_said:
+        assert text not in out
