@@ -199,7 +199,7 @@ def test_check_mode_asks_for_the_job_list_only(fake_flink, tmp_path):
 
 SUBMIT = REPO / "roles" / "flink_jobs" / "tasks" / "submit.yml"
 KEEP = "Keep each job running at its deployed version"
-RECORD = "Record each job's parameters for the keeper timer"
+RECORD = "Install the keeper, each job's parameters for it and its units (root-owned)"
 
 
 def role_tasks(*names: str) -> list[dict]:
@@ -211,7 +211,7 @@ def role_tasks(*names: str) -> list[dict]:
 
 
 def test_the_keeper_files_hold_what_the_kept_jobs_ran_with_and_the_keeper_accepts_them(fake_flink, tmp_path):
-    """Keep (module against the fake API) then Record: one keeper file per enabled job, with the
+    """Keep (module against the fake API) then the keeper set: one keeper file per enabled job, with the
     module's own arguments, resume_only and the keeper's TLS files; the standalone keeper runs it."""
     pytest.importorskip("ansible")
     import os
@@ -239,6 +239,8 @@ def test_the_keeper_files_hold_what_the_kept_jobs_ran_with_and_the_keeper_accept
         "flink_jobs_selected": [{"name": "counter", "file": "counter.py", "args": ["--x", "1"], "parallelism": 2},
                                 {"name": "other", "file": "other.py", "enabled": False}],
         "flink_jobs_dir": str(job_dir), "flink_jobs_keeper_dir": str(keeper_dir),
+        # the set's keeper code and units (role files, /etc/systemd): only its dir and the parameters here
+        "flink_jobs_keeper_program": [],
         "flink_jobs_rest_url": url, "flink_jobs_rest_tls": {}, "flink_jobs_keeper_rest_tls": keeper_tls,
         "flink_jobs_flink_venv": str(Path(sys.executable).parent.parent),
         "flink_jobs_savepoint_dir": "file:///sp", "flink_jobs_checkpoint_dir": "file:///cp",

@@ -1,6 +1,7 @@
 """The flink_jobs role removes the keeper files earlier versions left in the job dir with one look
 at the dir (find) and a removal loop over what it found: exactly the old names, nothing else, and
-nothing to do on a re-run (issue 15, operations speed)."""
+nothing to do on a re-run; the look happens only when the keeper set changed something (it made
+the keeper dir or the keeper), so a re-run without changes skips it (issue 15, operations speed)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ def keeper_cleanup_tasks() -> list[dict]:
     return [by_name[FIND], by_name[REMOVE]]
 
 
-def run(tmp_path: Path, job_dir: Path, *, check: bool = False) -> dict:
-    """Run the two tasks on localhost; the play's stats per task."""
+def run(tmp_path: Path, job_dir: Path, *, check: bool = False, keeper_set_changed: bool = True) -> dict:
+    """Run the two tasks on localhost after a keeper set that changed something (or nothing); the
+    play's stats per task."""
     plays = [{"hosts": "localhost", "gather_facts": False, "tasks": keeper_cleanup_tasks(),
-              "vars": {"flink_jobs_dir": str(job_dir),
+              "vars": {"flink_jobs_dir": str(job_dir), "flink_jobs_keeper_files": {"results": [
+                  {"dest": "/opt/cryptomon/flink-keeper/flink_job_keeper.py", "changed": keeper_set_changed}]},
                        "flink_jobs_list": [{"name": "anomaly_detector"}, {"name": "quote_arbitrage"}]}}]
     res = run_playbook(plays, workdir=tmp_path, extra_vars={"ansible_python_interpreter": sys.executable},
                        check=check, args=["-c", "local"], json_output=True)
@@ -55,3 +58,12 @@ def test_old_keeper_files_go_the_rest_stays_and_a_rerun_has_nothing_to_do(tmp_pa
     again = run(tmp_path, job_dir)
     assert again[FIND]["matched"] == 0
     assert not again[REMOVE]["changed"] and again[REMOVE]["skipped"]
+
+
+def test_without_a_change_of_the_keeper_set_the_job_dir_is_not_looked_at(tmp_path):
+    job_dir = tmp_path / "flink-jobs"
+    job_dir.mkdir()
+    (job_dir / "flink_job_keeper.py").write_text("x")
+    rerun = run(tmp_path, job_dir, keeper_set_changed=False)
+    assert rerun[FIND].get("skipped") and rerun[REMOVE].get("skipped")
+    assert (job_dir / "flink_job_keeper.py").exists()
