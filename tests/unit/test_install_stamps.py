@@ -10,15 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import json
 import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
+from unit.playbook_runner import localhost_play, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the role's tasks chown to root")
@@ -34,21 +33,13 @@ def role_task(path: str, name: str) -> dict:
 def run(tmp_path: Path, task: dict, variables: dict, *, check: bool = False,
         vars_files: list[str] | None = None) -> dict[str, dict]:
     """Task name -> this host's result, for every task the play reached."""
-    book = tmp_path / "play.yml"
-    book.write_text(yaml.safe_dump([{
-        "hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [task],
-        "vars_files": [str(REPO / f) for f in vars_files or []],
-        "handlers": [{"name": n, "ansible.builtin.debug": {"msg": n}} for n in ("Restart kafka", "Restart flink")],
-    }], sort_keys=False))
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "ANSIBLE_LIBRARY": str(REPO / "roles" / "kafka" / "library")}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book),
-                          "-e", json.dumps({"ansible_python_interpreter": sys.executable, **variables}),
-                          *(["--check"] if check else [])],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
-    out = json.loads(res.stdout)
-    return {t["task"]["name"]: t["hosts"].get("localhost", {}) for p in out["plays"] for t in p["tasks"]}
+    play = localhost_play([task], vars_files=[str(REPO / f) for f in vars_files or []],
+                          handlers=[{"name": n, "ansible.builtin.debug": {"msg": n}}
+                                    for n in ("Restart kafka", "Restart flink")])
+    res = run_playbook(play, workdir=tmp_path, extra_vars={"ansible_python_interpreter": sys.executable, **variables},
+                       env={"ANSIBLE_LIBRARY": str(REPO / "roles" / "kafka" / "library")}, check=check,
+                       json_output=True)
+    return res.task_results()
 
 
 def changed(results: dict[str, dict]) -> list[str]:
@@ -61,6 +52,12 @@ def done(results: dict[str, dict]) -> list[str]:
 
 def failures(results: dict[str, dict]) -> list[str]:
     return [host.get("msg", "") for host in results.values() if host.get("failed")]
+
+
+def assert_refused(results: dict[str, dict], message: str) -> None:
+    """The run failed, first with `message`."""
+    msgs = failures(results)
+    assert msgs and message in msgs[0], msgs
 
 
 # --- Kafka tarball -------------------------------------------------------------------------------
@@ -109,7 +106,8 @@ def kafka_stamp(kafka: dict) -> Path:
     return Path(kafka["kafka_install_dir"]) / "dist" / "kafka_2.13-9.9.9.tgz.verified"
 
 
-def test_the_tarball_is_verified_unpacked_and_stamped_once(tmp_path: Path, kafka: dict) -> None:
+def test_the_tarball_is_verified_unpacked_and_stamped_once_and_another_pin_refused(tmp_path: Path,
+                                                                                     kafka: dict) -> None:
     # a fresh host: the install and download dirs are made by the block itself
     first = run_kafka(tmp_path, KAFKA_TASK, kafka)
     assert not failures(first)
@@ -121,6 +119,10 @@ def test_the_tarball_is_verified_unpacked_and_stamped_once(tmp_path: Path, kafka
         again = run_kafka(tmp_path, KAFKA_TASK, kafka, check=check)
         assert done(again) == [PROBE]
         assert changed(again) == []
+    pinned = {**kafka, "kafka_release": {"archive_checksum": "sha512:" + "1" * 128, "maven_dist_sha256": "2" * 64}}
+    assert_refused(run_kafka(tmp_path, KAFKA_TASK, pinned), "Refusing to install it")
+    # the stamp still names what was verified, not the new pin
+    assert "1" * 128 not in kafka_stamp(kafka).read_text()
 
 
 def test_without_a_valid_stamp_the_tarball_is_verified_again(tmp_path: Path, kafka: dict) -> None:
@@ -148,15 +150,6 @@ def test_without_a_valid_stamp_the_tarball_is_verified_again(tmp_path: Path, kaf
         assert kafka["kafka_release"]["archive_checksum"] in kafka_stamp(kafka).read_text()
 
 
-def test_another_pinned_checksum_verifies_again_and_refuses_a_mismatch(tmp_path: Path, kafka: dict) -> None:
-    run_kafka(tmp_path, KAFKA_TASK, kafka)
-    pinned = {**kafka, "kafka_release": {"archive_checksum": "sha512:" + "1" * 128, "maven_dist_sha256": "2" * 64}}
-    msgs = failures(run_kafka(tmp_path, KAFKA_TASK, pinned))
-    assert msgs and "Refusing to install it" in msgs[0]
-    # the stamp still names what was verified, not the new pin
-    assert "1" * 128 not in kafka_stamp(kafka).read_text()
-
-
 # --- JMX exporter agent --------------------------------------------------------------------------
 AGENT_TASK = (KAFKA_FILE, "Install the Prometheus JMX exporter agent")
 AGENT = b"PK\x03\x04 jmx agent"
@@ -180,8 +173,8 @@ def test_the_agent_is_verified_once_and_again_for_another_checksum(tmp_path: Pat
     assert not failures(first) and "Stamp the verified agent" in changed(first)
     again = run_kafka(tmp_path, AGENT_TASK, agent)
     assert done(again) == [PROBE]
-    msgs = failures(run_kafka(tmp_path, AGENT_TASK, {**agent, "kafka_jmx_exporter_sha256": "3" * 64}))
-    assert msgs and "Refusing to run Kafka with it" in msgs[0]
+    assert_refused(run_kafka(tmp_path, AGENT_TASK, {**agent, "kafka_jmx_exporter_sha256": "3" * 64}),
+                   "Refusing to run Kafka with it")
 
 
 def test_a_missing_agent_is_copied_again(tmp_path: Path, agent: dict) -> None:
@@ -209,7 +202,8 @@ def flink(tmp_path: Path) -> dict:
             "flink_kafka_connector_sha256": hashlib.sha256(JAR).hexdigest()}
 
 
-def test_the_connector_is_verified_once(tmp_path: Path, flink: dict) -> None:
+def test_the_connector_is_verified_once_and_again_for_another_home_or_checksum(tmp_path: Path,
+                                                                                 flink: dict) -> None:
     first = run(tmp_path, role_task(*CONNECTOR_TASK), flink)
     assert not failures(first)
     assert "Copy the Kafka connector from the artifact cache into lib/" in changed(first)
@@ -220,12 +214,8 @@ def test_the_connector_is_verified_once(tmp_path: Path, flink: dict) -> None:
     moved = run(tmp_path, role_task(*CONNECTOR_TASK), {**flink, "flink_home": str(tmp_path / "pyflink2")})
     assert "Checksum the connector jar" in done(moved)
     assert (tmp_path / "pyflink2" / "lib" / "connector-5.0.jar").read_bytes() == JAR
-
-
-def test_a_changed_connector_checksum_is_refused(tmp_path: Path, flink: dict) -> None:
-    run(tmp_path, role_task(*CONNECTOR_TASK), flink)
-    msgs = failures(run(tmp_path, role_task(*CONNECTOR_TASK), {**flink, "flink_kafka_connector_sha256": "4" * 64}))
-    assert msgs and "Refusing to run with it" in msgs[0]
+    assert_refused(run(tmp_path, role_task(*CONNECTOR_TASK), {**flink, "flink_kafka_connector_sha256": "4" * 64}),
+                   "Refusing to run with it")
 
 
 # --- kafka_admin venv -----------------------------------------------------------------------------
