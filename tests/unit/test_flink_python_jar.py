@@ -7,13 +7,11 @@ part of the role that acts on it)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAY = """\
@@ -40,16 +38,10 @@ PLAY = """\
 
 
 def run(tmp_path: Path, home: Path, **extra: object) -> dict:
-    book = tmp_path / "play.yml"
-    book.write_text(PLAY.format(role=REPO / "roles" / "flink"))
     variables = {"ansible_python_interpreter": sys.executable, "flink_home": str(home), "flink_version": "2.2.1",
                  "cryptomon_flink_prometheus_enabled": False, "cryptomon_flink_plaintext": True, **extra}
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book),
-                          "-e", json.dumps(variables)],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
-    return json.loads(res.stdout)
+    return run_playbook(PLAY.format(role=REPO / "roles" / "flink"), workdir=tmp_path, extra_vars=variables,
+                        json_output=True).json
 
 
 def tasks(out: dict) -> dict[str, dict]:

@@ -9,15 +9,13 @@ same way, so the facts the handlers set and the conditions that read them are th
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
@@ -157,17 +155,9 @@ def run(tmp_path: Path, plays: list[dict[str, Any]], groups: dict[str, list[str]
                                        "ansible_python_interpreter": sys.executable} for h in hosts},
                          "children": {g: {"hosts": {h: None for h in members}} for g, members in groups.items()}}}
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(plays, sort_keys=False))
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-           "ANSIBLE_ROLES_PATH": str(ROLES)}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
-                          str(tmp_path / "play.yml")],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=180, check=False)
-    try:
-        out = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"ansible-playbook printed no JSON: {res.stdout[-2000:]} {res.stderr[-2000:]}") from None
-    assert res.returncode == 0, failures(out) or res.stderr[-2000:]
+    res = run_playbook(plays, workdir=tmp_path, inventory=tmp_path / "inventory.yml", json_output=True)
+    out = res.json
+    assert res.rc == 0, failures(out) or res.stderr[-2000:]
     return out
 
 

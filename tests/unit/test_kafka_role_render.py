@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_kafka.yml"
 
 
-def render(tmp_path: Path, inventory: Path, *extra: str) -> tuple[dict[str, dict[str, str]], dict[str, list]]:
+Rendered = tuple[dict[str, dict[str, str]], dict[str, list]]
+
+
+def render(tmp_path: Path, inventory: Path, *extra: str) -> Rendered:
+    """Each node's server.properties and format arguments; `extra`: more ansible-playbook
+    arguments (-e key=value)."""
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
-           "-e", f"render_out={out}", *extra]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    if res.returncode != 0:
-        raise AssertionError(res.stdout[-3000:] + res.stderr[-3000:])
+    run_playbook(PLAYBOOK, inventory=inventory, extra_vars={"render_out": str(out)}, args=extra).assert_ok()
     props, fmt = {}, {}
     for f in out.glob("*.properties"):
         props[f.stem] = dict(
@@ -33,8 +31,14 @@ def render(tmp_path: Path, inventory: Path, *extra: str) -> tuple[dict[str, dict
     return props, fmt
 
 
-def test_example_inventory_split_roles_dynamic_quorum(tmp_path):
-    props, fmt = render(tmp_path, REPO / "inventory" / "example")
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """inventory/example with every default, rendered once for the tests that only read it."""
+    return render(tmp_path_factory.mktemp("example"), REPO / "inventory" / "example")
+
+
+def test_example_inventory_split_roles_dynamic_quorum(example):
+    props, fmt = example
     assert sorted(props) == ["kbrk-1", "kbrk-2", "kbrk-3", "kctl-1", "kctl-2", "kctl-3"]
     assert props["kctl-1"]["process.roles"] == "controller"
     assert props["kbrk-1"]["process.roles"] == "broker"
@@ -63,9 +67,9 @@ def test_example_inventory_split_roles_dynamic_quorum(tmp_path):
     assert fmt["kbrk-1"] == ["--no-initial-controllers"]
 
 
-def test_example_inventory_is_secure_everywhere(tmp_path):
+def test_example_inventory_is_secure_everywhere(example):
     """No PLAINTEXT listener on any node; clients SASL_SSL/SCRAM, nodes mTLS, ACLs enforced."""
-    props, _ = render(tmp_path, REPO / "inventory" / "example")
+    props, _ = example
     for host, p in props.items():
         protocols = dict(item.split(":") for item in p["listener.security.protocol.map"].split(","))
         used = [entry.split("://")[0] for entry in p["listeners"].split(",")]
