@@ -5,8 +5,6 @@ firing when they should and not before."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptomon.producer.registry import describe
+from unit.playbook_runner import PlaybookRun, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "monitoring"
@@ -35,7 +34,7 @@ def tool(name: str) -> str:
     return path
 
 
-def playbook(out: Path, inventory: Path | None, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def playbook(out: Path, inventory: Path | None, extra: dict[str, object]) -> PlaybookRun:
     """Render the role's files for the monitoring hosts into out/<host>/; the TLS copies are
     pointed into `out` (empty files: promtool checks that they exist)."""
     tls = out / "tls"
@@ -44,25 +43,20 @@ def playbook(out: Path, inventory: Path | None, extra: dict[str, object]) -> sub
         (tls / name).touch()
     variables = {"render_out": str(out), "cryptomon_services_registry": REGISTRY,
                  "ansible_python_interpreter": sys.executable, "monitoring_tls_dir": str(tls), **extra}
-    (out / "extra.json").write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory or EXAMPLE),
-           str(PLAYBOOK), "-e", f"@{out / 'extra.json'}"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
+    return run_playbook(PLAYBOOK, inventory=inventory or EXAMPLE, extra_vars=variables)
 
 
 def render(out: Path, inventory: Path | None = None, **extra: object) -> Path:
     # The rule files where prometheus.yml names them, so `promtool check config` reads them.
     extra.setdefault("monitoring_rules_dir", str(out / "svc-1"))
-    res = playbook(out, inventory, extra)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    playbook(out, inventory, extra).assert_ok()
     return out
 
 
 def render_error(out: Path, inventory: Path | None = None, **extra: object) -> str:
     """The play's output when rendering must fail."""
     res = playbook(out, inventory, extra)
-    assert res.returncode != 0, res.stdout[-3000:]
+    assert res.rc != 0, res.stdout[-3000:]
     return res.stdout + res.stderr
 
 

@@ -4,9 +4,6 @@ CA or certificates with their failure messages."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -35,22 +33,14 @@ def run(tmp_path: Path, extra: dict | None = None, hostvars: str = "") -> dict:
         "[nodes]\n"
         f"node-a ansible_connection=local ansible_python_interpreter={sys.executable} "
         f"ansible_host=10.1.2.3 cryptomon_advertised_host=node-a.example {hostvars}\n")
-    book = tmp_path / "play.yml"
-    book.write_text(PLAY)
-    vars_file = tmp_path / "vars.json"
-    vars_file.write_text(json.dumps({
+    variables = {
         "cryptomon_state_dir": str(tmp_path / "state"),
         "cryptomon_tls_dir": str(tmp_path / "tls"),
         "cryptomon_tls_install_packages": False,
         **(extra or {}),
-    }))
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_LOCALHOST_WARNING": "false",
-           "ANSIBLE_RETRY_FILES_ENABLED": "false"}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(book),
-                          "-e", f"@{vars_file}"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=300, check=False)
-    out = json.loads(res.stdout)
+    }
+    res = run_playbook(PLAY, workdir=tmp_path, inventory=inventory, extra_vars=variables, json_output=True)
+    out = dict(res.json)
     out["raw"] = res.stdout
     out["node"] = out["stats"]["node-a"]
     return out

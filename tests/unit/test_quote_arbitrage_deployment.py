@@ -5,15 +5,13 @@ says what the knobs say; the stack's one demo switch turns on both arbitrage job
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_one_value.yml"
@@ -37,12 +35,7 @@ def render(tmp_path: Path, **extra: object) -> Path:
     """Every job's <name>.env as the role renders it for inventory/example, plus `extra`."""
     variables = {"render_out": str(tmp_path), "ansible_python_interpreter": sys.executable,
                  "cryptomon_templates_dir": str(REPO / "templates"), **extra}
-    (tmp_path / "extra.json").write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "example"),
-           str(PLAYBOOK), "-e", f"@{tmp_path / 'extra.json'}"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_playbook(PLAYBOOK, inventory=REPO / "inventory" / "example", extra_vars=variables).assert_ok()
     return tmp_path
 
 

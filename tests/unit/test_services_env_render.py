@@ -5,16 +5,14 @@ the dashboard finds Prometheus."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptomon.dashboard.cli import DashboardSettings
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_service_envs.yml"
@@ -25,12 +23,7 @@ def render(out: Path, inventory: Path = EXAMPLE, **extra: object) -> Path:
     """Render into out/<services host>/{alerter,dashboard}.env; returns out."""
     out.mkdir(parents=True, exist_ok=True)
     variables = {"render_out": str(out), "ansible_python_interpreter": sys.executable, **extra}
-    (out / "extra.json").write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
-           "-e", f"@{out / 'extra.json'}"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_playbook(PLAYBOOK, inventory=inventory, extra_vars=variables).assert_ok()
     return out
 
 

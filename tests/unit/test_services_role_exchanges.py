@@ -5,14 +5,13 @@ naming a venue."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cryptomon.producer.config import ProducerConfig, read_env_file
 from cryptomon.producer.registry import describe
+from unit.playbook_runner import PlaybookRun, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "fixtures" / "ansible" / "render_producer_env.yml"
@@ -24,14 +23,9 @@ def render(tmp_path: Path, endpoints: str, exchanges: dict, producers: list[str]
     out = tmp_path / endpoints
     out.mkdir()
     extra = {"cryptomon_services_registry": REGISTRY, "render_out": str(out), "test_endpoints": endpoints,
-             "test_exchanges": exchanges, "test_producers": producers, **settings}
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(PLAYBOOK),
-           "-e", f"@{tmp_path / 'extra.json'}",
-           "-e", f"cryptomon_templates_dir={REPO / 'templates'}", "-e", f"ansible_python_interpreter={sys.executable}"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+             "test_exchanges": exchanges, "test_producers": producers, **settings,
+             "cryptomon_templates_dir": str(REPO / "templates"), "ansible_python_interpreter": sys.executable}
+    run_playbook(PLAYBOOK, extra_vars=extra).assert_ok()
     return out
 
 
@@ -87,21 +81,17 @@ def test_role_names_no_exchange() -> None:
             assert name not in text, f"{path.relative_to(REPO)} names {name}"
 
 
-def check(tmp_path: Path, producers: list[str], exchanges: dict) -> subprocess.CompletedProcess[str]:
+def check(producers: list[str], exchanges: dict) -> PlaybookRun:
     """The role's own registry step, reading the registry from this venv (services/ on the path)."""
-    extra = {"test_producers": producers, "test_exchanges": exchanges, "test_venv": sys.prefix}
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "PYTHONPATH": str(REPO / "services")}
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
-           str(REPO / "tests" / "fixtures" / "ansible" / "check_producer_settings.yml"),
-           "-e", f"@{tmp_path / 'extra.json'}", "-e", f"ansible_python_interpreter={sys.executable}"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, check=False)
+    extra = {"test_producers": producers, "test_exchanges": exchanges, "test_venv": sys.prefix,
+             "ansible_python_interpreter": sys.executable}
+    return run_playbook(REPO / "tests" / "fixtures" / "ansible" / "check_producer_settings.yml", extra_vars=extra,
+                        env={"PYTHONPATH": str(REPO / "services")})
 
 
-def test_registry_step_accepts_every_registry_exchange(tmp_path: Path) -> None:
-    res = check(tmp_path, [*NAMES, "mock"], {"bybit": {"symbols": ["SOLUSDT"]}})
-    assert res.returncode == 0, res.stdout[-3000:]
+def test_registry_step_accepts_every_registry_exchange() -> None:
+    res = check([*NAMES, "mock"], {"bybit": {"symbols": ["SOLUSDT"]}})
+    assert res.rc == 0, res.stdout[-3000:]
 
 
 @pytest.mark.parametrize("producers, exchanges, named", [
@@ -109,10 +99,9 @@ def test_registry_step_accepts_every_registry_exchange(tmp_path: Path) -> None:
     (["binance"], {"krakn": {}}, "(got krakn)"),
     (["binance"], {"binance": {"symbol": ["BTCUSDT"]}}, "one of symbols, stream_url, rest_url, replay_port"),
 ])
-def test_registry_step_names_a_wrong_setting(tmp_path: Path, producers: list[str], exchanges: dict,
-                                             named: str) -> None:
-    res = check(tmp_path, producers, exchanges)
-    assert res.returncode != 0
+def test_registry_step_names_a_wrong_setting(producers: list[str], exchanges: dict, named: str) -> None:
+    res = check(producers, exchanges)
+    assert res.rc != 0
     assert named in res.stdout, res.stdout[-3000:]
     assert "may list binance, coinbase" in res.stdout  # and says what is allowed
 
