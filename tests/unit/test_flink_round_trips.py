@@ -16,15 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
@@ -212,18 +211,11 @@ def run(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
     (tmp_path / "action_plugins").mkdir()
     (tmp_path / "action_plugins" / "cryptomon_files.py").write_text(FAKE_FILES_ACTION)
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory(tmp_path / "state")))
-    (tmp_path / "ansible.cfg").write_text("[defaults]\nforks = 10\n")  # not the repo's (its callbacks)
-    book = tmp_path / "site.yml"
-    book.write_text(yaml.safe_dump(playbook(), sort_keys=False))
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_ROLES_PATH": str(roles),
-           "ANSIBLE_LIBRARY": str(tmp_path / "library"), "ANSIBLE_ACTION_PLUGINS": str(tmp_path / "action_plugins"),
-           "ANSIBLE_FILTER_PLUGINS": str(ROLES / "cryptomon" / "filter_plugins"),
-           "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
-                          str(book)], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
-    out = json.loads(res.stdout[res.stdout.find("{\n"):])
+    env = {"ANSIBLE_ROLES_PATH": str(roles), "ANSIBLE_LIBRARY": str(tmp_path / "library"),
+           "ANSIBLE_ACTION_PLUGINS": str(tmp_path / "action_plugins"),
+           "ANSIBLE_FILTER_PLUGINS": str(ROLES / "cryptomon" / "filter_plugins")}
+    out = run_playbook(playbook(), workdir=tmp_path, inventory=tmp_path / "hosts.yml", env=env, json_output=True,
+                       timeout=600).assert_ok().json
     return {host: [{"name": t["task"]["name"].split(" : ", 1)[-1], "result": t["hosts"][host]}
                    for p in out["plays"] for t in p["tasks"]
                    if host in t["hosts"] and not t["hosts"][host].get("skipped")]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from unit.playbook_runner import run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "kafka"
@@ -38,21 +37,14 @@ def role_task(tasks_file: str, name: str) -> dict[str, Any]:
     raise AssertionError(f"roles/kafka/tasks/{tasks_file} has no task {name!r}")
 
 
-def playbook(tmp_path: Path, plays: list[dict], *args: str) -> dict[str, Any]:
+def playbook(tmp_path: Path, plays: list[dict], inventory: str | Path = "localhost,",
+             variables: dict[str, Any] | None = None) -> dict[str, Any]:
     """ansible-playbook's JSON report (every play's tasks and handlers)."""
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(plays, sort_keys=False))
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_CALLBACKS_ENABLED": "",
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-           "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_LIBRARY": f"{REPO / 'roles' / 'cryptomon' / 'library'}:{ROLE / 'library'}",
+    env = {"ANSIBLE_LIBRARY": f"{REPO / 'roles' / 'cryptomon' / 'library'}:{ROLE / 'library'}",
            "ANSIBLE_ACTION_PLUGINS": str(REPO / "roles" / "cryptomon" / "action_plugins"),
            "ANSIBLE_FILTER_PLUGINS": f"{REPO / 'roles' / 'cryptomon' / 'filter_plugins'}:{ROLE / 'filter_plugins'}"}
-    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "play.yml"), *args],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
-    try:
-        return json.loads(res.stdout[res.stdout.find("{\n"):])
-    except json.JSONDecodeError:
-        raise AssertionError(f"no JSON from ansible-playbook: {res.stdout[-2000:]} {res.stderr[-2000:]}") from None
+    return run_playbook(plays, workdir=tmp_path, inventory=inventory, extra_vars=variables, env=env,
+                        json_output=True).json
 
 
 def results(out: dict[str, Any], host: str = "localhost") -> dict[str, dict]:
@@ -158,7 +150,7 @@ def test_the_private_address_is_the_fact_setup_gathers(tmp_path: Path) -> None:
                    " ansible_facts.default_ipv4.address | default('')] }}"}},
     ]}]
     variables = {"ansible_python_interpreter": sys.executable}
-    out = playbook(tmp_path, plays, "-i", "localhost,", "-e", json.dumps(variables))
+    out = playbook(tmp_path, plays, variables=variables)
     assert not failures(out), failures(out)
     by_setup, by_probe = results(out)["compare"]["msg"]
     if not by_setup.get("address"):
@@ -219,7 +211,7 @@ def test_the_key_is_read_and_the_keystore_written_only_when_they_differ(tmp_path
               "handlers": [{"name": "Restart kafka", "ansible.builtin.debug": {"msg": "restart"}}]}]
 
     def converge() -> dict[str, Any]:
-        out = playbook(tmp_path, plays, "-i", "localhost,", "-e", json.dumps(variables))
+        out = playbook(tmp_path, plays, variables=variables)
         assert not failures(out), failures(out)
         return out
 
@@ -282,7 +274,7 @@ def test_each_answer_skips_only_its_own_task(tmp_path: Path) -> None:
     plays = [{"hosts": "all", "gather_facts": False,
               "vars": {"kafka_release_dir": "/opt/kafka/kafka_2.13-4.1.1", "kafka_home": "/opt/kafka/current"},
               "tasks": [stand_in(role_task(f, name)) for f, name in GUARDED]}]
-    out = playbook(tmp_path, plays, "-i", str(tmp_path / "inventory.yml"))
+    out = playbook(tmp_path, plays, inventory=tmp_path / "inventory.yml")
     assert not failures(out)
     symlink, fmt, start = (name for _, name in GUARDED)
     assert ran(out, "idle") == []
@@ -319,8 +311,7 @@ def test_only_changed_files_kafka_reads_reach_the_restart_handlers(tmp_path: Pat
     ]}]
 
     def converge(**extra: Any) -> dict[str, Any]:
-        out = playbook(tmp_path, plays, "-i", str(REPO / "inventory" / "sandbox"),
-                       "-e", json.dumps({**variables, **extra}))
+        out = playbook(tmp_path, plays, inventory=REPO / "inventory" / "sandbox", variables={**variables, **extra})
         assert not failures(out), failures(out)
         return out
 
