@@ -199,7 +199,7 @@ def start_kafka(workdir: Path, extra: dict[str, str] | None = None, timeout: flo
     conf.write_text("".join(f"{k}={v}\n" for k, v in sorted(props.items())))
     cp = f"{home}/libs/*"
     subprocess.run(
-        [java_bin(), "-cp", cp, "kafka.tools.StorageTool", "format", "-t", _kafka_uuid(), "-c", str(conf)],
+        [java_bin(), "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={_kafka_uuid()}", "-c", str(conf)],
         check=True, capture_output=True,
     )
     log = workdir / "kafka.log"
@@ -265,7 +265,10 @@ def _create_scram_users(admin, node: KafkaNode) -> None:
 def _kafka_uuid() -> str:
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # First byte 0x40..0x7f, as Kafka's own Uuid.randomUuid: the id never starts with '-', which
+    # kafka-storage's argument parser would read as an option (it did: a flaky format failure).
+    raw = uuid.uuid4().bytes
+    return base64.urlsafe_b64encode(bytes([(raw[0] & 0x7F) | 0x40]) + raw[1:]).decode().rstrip("=")
 
 
 def create_topic_with(node: KafkaNode, name: str, partitions: int = 3, config: dict[str, str] | None = None) -> None:
