@@ -46,12 +46,16 @@ def env_file(path: Path) -> dict[str, str]:
 
 
 def job_env(out: Path) -> dict[str, str]:
-    """quote_arbitrage.env, with the Flink hosts' password file standing in a file of the test."""
+    """quote_arbitrage.env, with the Flink hosts' password file and CA standing in files of the
+    test (the job checks that both are readable; this machine need not be a Flink host)."""
     env = env_file(out / "quote_arbitrage.env")
     assert env["KAFKA_PASSWORD_FILE"] == "/etc/flink/secrets/kafka-password"  # named, never inlined
+    assert env["KAFKA_SSL_CA_LOCATION"] == "/etc/cryptomon/tls/ca.crt"
     secret = out / "kafka-password"
     secret.write_text("s3cret\n")
-    return env | {"KAFKA_PASSWORD_FILE": str(secret)}
+    ca = out / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    return env | {"KAFKA_PASSWORD_FILE": str(secret), "KAFKA_SSL_CA_LOCATION": str(ca)}
 
 
 def role_job(name: str) -> dict:

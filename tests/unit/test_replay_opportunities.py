@@ -115,20 +115,22 @@ def test_the_cli_refuses_an_opportunity_as_long_as_its_period(capsys: pytest.Cap
 def test_a_producer_reads_the_dipped_book_and_then_the_book_back(exchange: str) -> None:
     raw = BTC[exchange]
     now = time.time()
-    # on now, for the next second and a half of a long period
-    opp = Opportunity(every_s=1000, for_s=1.5, bps=DEFAULT_BPS, offset_s=now % 1000)
+    # on now, for the next 6 s of a long period: enough for the producer to connect and read
+    # the dipped book on a loaded machine (1.5 s was not, with the whole unit tier beside it)
+    opp = Opportunity(every_s=1000, for_s=6, bps=DEFAULT_BPS, offset_s=now % 1000)
     with replay_class(exchange)([raw], rate=0, opportunity=opp) as srv:
         srv.publish(3)
         cls = adapter_class(exchange)
         cfg = ProducerConfig.from_env(exchange, {cls.symbols_var: raw, cls.url_var: srv.url + cls.replay_path,
                                                  "PRODUCER_QUOTES": "true", "PRODUCER_BACKOFF_INITIAL_S": "0.05"})
         quotes: list[Quote] = []
+        dipped: Quote | None = None
         stop = threading.Event()
         t = threading.Thread(target=cls(cfg).run, args=(lambda _t: None, stop, quotes.append), daemon=True)
         t.start()
         try:
             walk = srv.markets[raw].price
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not (
                     quotes and Decimal(quotes[-1].ask) * 100 > walk * Decimal("0.99")):
                 if quotes and Decimal(quotes[-1].ask) * 100 < walk * Decimal("0.985"):
@@ -138,5 +140,7 @@ def test_a_producer_reads_the_dipped_book_and_then_the_book_back(exchange: str) 
         finally:
             stop.set()
             t.join(10)
+        assert dipped is not None, (f"no quote ~2 % below the walk ({walk}) while the opportunity was on; "
+                                    f"{len(quotes)} quotes read, the last {quotes[-1:] or 'none'}")
         assert Decimal(dipped.ask) * 100 < walk * Decimal("0.985")  # read while on: ~2 % below the walk
         assert Decimal(quotes[-1].ask) * 100 > walk * Decimal("0.99")  # and back on the walk after it
