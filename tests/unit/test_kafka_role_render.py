@@ -97,6 +97,59 @@ def test_plaintext_only_on_purpose(tmp_path):
     assert "authorizer.class.name" not in p and "ssl.keystore.location" not in p
 
 
+MOVE_PORTS = json.dumps({"cryptomon_kafka_port": 9192, "cryptomon_kafka_internal_port": 9194,
+                         "cryptomon_kafka_controller_port": 9193})
+
+
+def test_a_move_from_plaintext_keeps_both_listener_sets_until_done(tmp_path):
+    """cryptomon_kafka_migration: the old PLAINTEXT listeners keep their names and ports beside
+    the *_TLS ones; inter-broker and quorum traffic moves to TLS in `switch`; `done` leaves only
+    TLS. (tests/integration/test_kafka_plaintext_migration.py runs the stages on a live cluster.)"""
+    stages = {}
+    for stage in ("bridge", "switch", "done"):
+        out = tmp_path / stage
+        out.mkdir()
+        stages[stage], _ = render(out, REPO / "inventory" / "example", "-e", MOVE_PORTS,
+                                  "-e", f"cryptomon_kafka_migration={stage}")
+    bridge, switch, done = (stages[s]["kbrk-1"] for s in ("bridge", "switch", "done"))
+    ctl_bridge, ctl_switch, ctl_done = (stages[s]["kctl-1"] for s in ("bridge", "switch", "done"))
+    both = ("CLIENT:PLAINTEXT,CLIENT_TLS:SASL_SSL,CONTROLLER:PLAINTEXT,CONTROLLER_TLS:SSL,"
+            "INTERNAL:PLAINTEXT,INTERNAL_TLS:SSL")
+    assert bridge["listener.security.protocol.map"] == switch["listener.security.protocol.map"] == both
+    assert bridge["listeners"] == "CLIENT_TLS://0.0.0.0:9192,INTERNAL_TLS://0.0.0.0:9194,CLIENT://0.0.0.0:9092,INTERNAL://0.0.0.0:9094"
+    assert ctl_bridge["listeners"] == "CONTROLLER_TLS://0.0.0.0:9193,CONTROLLER://0.0.0.0:9093"
+    assert (bridge["inter.broker.listener.name"], switch["inter.broker.listener.name"]) == ("INTERNAL", "INTERNAL_TLS")
+    assert (ctl_bridge["controller.listener.names"], ctl_switch["controller.listener.names"]) == (
+        "CONTROLLER,CONTROLLER_TLS", "CONTROLLER_TLS,CONTROLLER")
+    assert bridge["controller.quorum.bootstrap.servers"] == "kctl-1:9093,kctl-2:9093,kctl-3:9093"
+    assert switch["controller.quorum.bootstrap.servers"] == "kctl-1:9193,kctl-2:9193,kctl-3:9193"
+    # the SCRAM settings follow the client listener's name
+    assert bridge["listener.name.client_tls.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert not any(k.startswith("listener.name.client.") for k in bridge)
+    # PLAINTEXT users (the nodes among themselves, clients not yet moved) keep what they had
+    for p in (bridge, switch, ctl_bridge, ctl_switch):
+        assert "User:ANONYMOUS" in p["super.users"].split(";")
+        assert p["authorizer.class.name"].endswith("StandardAuthorizer")
+    for p in (done, ctl_done):
+        assert "PLAINTEXT" not in p["listener.security.protocol.map"]
+        assert "User:ANONYMOUS" not in p["super.users"]
+    assert done["listeners"] == "CLIENT_TLS://0.0.0.0:9192,INTERNAL_TLS://0.0.0.0:9194"
+    assert ctl_done["controller.listener.names"] == "CONTROLLER_TLS"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["-e", "cryptomon_kafka_migration=bridge"],
+     r"the secure listeners open beside the PLAINTEXT ones, so their ports must differ: "
+     r"cryptomon_kafka_port \(9092\) = cryptomon_kafka_migration_plaintext_ports.client"),
+    (["-e", MOVE_PORTS, "-e", '{"cryptomon_kafka_migration": "switch", "cryptomon_kafka_plaintext": true}'],
+     "so cryptomon_kafka_plaintext must be false"),
+    (["-e", "cryptomon_kafka_migration=later"], "value of cryptomon_kafka_migration must be one of"),
+])
+def test_a_wrong_move_fails_before_anything_renders(tmp_path, extra, message):
+    with pytest.raises(AssertionError, match=message):
+        render(tmp_path, REPO / "inventory" / "example", *extra)
+
+
 def test_example_inventory_static_quorum(tmp_path):
     props, fmt = render(tmp_path, REPO / "inventory" / "example", "-e", "kafka_quorum_mode=static")
     for p in props.values():
