@@ -12,6 +12,7 @@ the services do in that run, once the SCRAM users and ACLs exist.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -130,7 +131,9 @@ def _render(tmp: Path, inventory: Path, stage_vars: dict) -> dict[str, dict[str,
     run_playbook(RENDER, inventory=inventory, extra_vars={"render_out": str(out), **stage_vars}).assert_ok()
     fmt = {h: json.loads((out / f"{h}.format.json").read_text()) for h in HOSTS}
     props = {h: (out / f"{h}.properties").read_text() for h in HOSTS}
-    return {"props": props, "format": fmt}
+    health = {h: json.loads((out / f"{h}.health.json").read_text()) for h in HOSTS}
+    node_client = {h: (out / f"{h}.node-client.properties").read_text() for h in HOSTS}
+    return {"props": props, "format": fmt, "health": health, "node_client": node_client}
 
 
 def _props(text: str) -> dict[str, str]:
@@ -172,12 +175,36 @@ def _wait_whole(nodes: list[Node], admin_config: dict[str, str], expect_brokers:
         f"--- {n.name}\n{n.log_tail()}" for n in nodes))
 
 
+def _quorum_leader(node: Node, rendered: dict, timeout: float = 120) -> None:
+    """The role's first health check (tasks/health.yml): kafka-metadata-quorum describe --status
+    against the node, on the listener and with the settings the role renders for the stage,
+    until it names a leader. Each try gets 30 s: a tool asked on the wrong listener hangs."""
+    check = rendered["health"][node.name]
+    cmd = [harness.java_bin(), "-cp", f"{harness.kafka_home()}/libs/*", "org.apache.kafka.tools.MetadataQuorumCommand",
+           "--bootstrap-controller", check["controller"], *check["args"], "describe", "--status"]
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            last = out.stdout + out.stderr
+            if out.returncode == 0 and re.search(r"LeaderId:\s+\d+", out.stdout):
+                return
+        except subprocess.TimeoutExpired:
+            last = f"no answer in 30 s from {check['controller']}"
+        time.sleep(1)
+    raise AssertionError(f"{node.name}: the role's quorum check fails: {' '.join(cmd)}\n{last[-2000:]}")
+
+
 def _roll(nodes: list[Node], rendered: dict, admin_config: dict[str, str]) -> None:
-    """The role's rolling restart: one node at a time, each whole again before the next."""
+    """The role's rolling restart: one node at a time, each passing the role's quorum check and
+    whole again before the next."""
     for n in nodes:
         n.stop()
         n.conf.write_text(rendered["props"][n.name])
+        (n.root / "conf" / "node-client.properties").write_text(rendered["node_client"][n.name])
         n.start()
+        _quorum_leader(n, rendered)
         _wait_whole(nodes, admin_config)
 
 
