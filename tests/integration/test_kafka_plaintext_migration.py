@@ -132,7 +132,7 @@ def _render(tmp: Path, inventory: Path, stage_vars: dict) -> dict[str, dict[str,
     fmt = {h: json.loads((out / f"{h}.format.json").read_text()) for h in HOSTS}
     props = {h: (out / f"{h}.properties").read_text() for h in HOSTS}
     health = {h: json.loads((out / f"{h}.health.json").read_text()) for h in HOSTS}
-    node_client = {h: (out / f"{h}.node-client.properties").read_text() for h in HOSTS}
+    node_client = {h: (out / f"{h}.node-client.conf").read_text() for h in HOSTS}
     return {"props": props, "format": fmt, "health": health, "node_client": node_client}
 
 

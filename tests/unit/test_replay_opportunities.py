@@ -130,11 +130,14 @@ def test_a_producer_reads_the_dipped_book_and_then_the_book_back(exchange: str) 
         t.start()
         try:
             walk = srv.markets[raw].price
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (
-                    quotes and Decimal(quotes[-1].ask) * 100 > walk * Decimal("0.99")):
-                if quotes and Decimal(quotes[-1].ask) * 100 < walk * Decimal("0.985"):
-                    dipped = quotes[-1]
+            deadline = time.monotonic() + 60
+            # first a quote ~2 % below the walk (a quote of the book before the dip may come
+            # first), then one back on the walk after it
+            while time.monotonic() < deadline:
+                if dipped is None:
+                    dipped = next((q for q in list(quotes) if Decimal(q.ask) * 100 < walk * Decimal("0.985")), None)
+                elif Decimal(quotes[-1].ask) * 100 > walk * Decimal("0.99"):
+                    break
                 srv.publish(1)  # Coinbase's ticker moves with trades
                 time.sleep(0.05)
         finally:
